@@ -1,0 +1,3 @@
+from ratcli.cli import app
+
+app(prog_name="rat")

@@ -1,0 +1,55 @@
+"""Environment report used by `rat info`."""
+
+from __future__ import annotations
+
+import os
+import platform
+from importlib import metadata
+
+__all__ = ["environment_info", "default_weights_dir"]
+
+
+def default_weights_dir() -> str:
+    """RAT_HOME, else the platform's user data dir."""
+    if home := os.environ.get("RAT_HOME"):
+        return home
+    import platformdirs
+
+    return platformdirs.user_data_dir("rat")
+
+
+def _version(dist: str) -> str:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def environment_info() -> dict[str, str]:
+    import torch
+
+    from ratcli import __version__
+
+    try:
+        import openslide
+
+        openslide_lib = openslide.__library_version__
+    except Exception as exc:  # missing shared library is reported, not fatal
+        openslide_lib = f"unavailable ({exc.__class__.__name__})"
+    devices = ["cpu"]
+    if torch.cuda.is_available():
+        devices += [f"cuda:{i} ({torch.cuda.get_device_name(i)})"
+                    for i in range(torch.cuda.device_count())]
+    if torch.backends.mps.is_available():
+        devices.append("mps")
+    return {
+        "rat": __version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torchvision": _version("torchvision"),
+        "segment-anything": _version("segment-anything"),
+        "openslide-python": _version("openslide-python"),
+        "openslide library": openslide_lib,
+        "devices": ", ".join(devices),
+        "weights dir": default_weights_dir(),
+    }

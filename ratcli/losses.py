@@ -1,0 +1,59 @@
+"""Training losses: L1 and the focal region loss of RAT.
+
+Focal region loss: e = |pred - target| per pixel; for each region r of each image
+w_r = mean(e over r) (no gradient), normalised by the batch maximum and clamped to
+[0, 1]; loss = mean(e * (1 + beta * w)). Hard regions weigh more; beta = 0 gives L1.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+__all__ = ["FocalRegionLoss", "focal_region_loss", "region_weights", "l1_loss"]
+
+
+def l1_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return (pred - target).abs().mean()
+
+
+def region_weights(error: torch.Tensor, regions: torch.Tensor) -> torch.Tensor:
+    """Per-pixel weight w in [0, 1] from per-region mean error.
+
+    error: (B, C, H, W) absolute error; regions: (B, H, W) integer labels.
+    Returns (B, 1, H, W), detached.
+    """
+    B, C, H, W = error.shape
+    e = error.detach().mean(1).reshape(B, H * W)  # channel mean per pixel
+    # group id unique across the batch
+    group = torch.stack([torch.unique(r.flatten(), return_inverse=True)[1] for r in regions])
+    group = (group + torch.arange(B, device=e.device)[:, None] * H * W).flatten()
+    n = B * H * W
+    sums = torch.zeros(n, dtype=e.dtype, device=e.device).index_add_(0, group, e.flatten())
+    counts = torch.zeros(n, dtype=e.dtype, device=e.device).index_add_(
+        0, group, torch.ones_like(e.flatten()))
+    means = sums / counts.clamp(min=1)
+    top = means.max()
+    w = (means / top).clamp(0, 1) if top > 0 else torch.zeros_like(means)
+    return w[group].reshape(B, 1, H, W)
+
+
+def focal_region_loss(
+    pred: torch.Tensor, target: torch.Tensor, regions: torch.Tensor | None, beta: float = 1.0
+) -> torch.Tensor:
+    """pred, target: (B, C, H, W); regions: (B, H, W) integer or None (one region)."""
+    e = (pred - target).abs()
+    if beta == 0:
+        return e.mean()
+    if regions is None:
+        regions = torch.zeros(e.shape[0], *e.shape[2:], dtype=torch.long, device=e.device)
+    return (e * (1 + beta * region_weights(e, regions))).mean()
+
+
+class FocalRegionLoss(nn.Module):
+    def __init__(self, beta: float = 1.0) -> None:
+        super().__init__()
+        self.beta = beta
+
+    def forward(self, pred, target, regions=None) -> torch.Tensor:
+        return focal_region_loss(pred, target, regions, self.beta)

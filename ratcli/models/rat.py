@@ -1,0 +1,164 @@
+"""The Region Attention Transformer: a NAFNet-style two-level U-Net with RAT layers
+at the H/4 bottleneck (see ../shared/spec/RAT.md)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ratcli.models.blocks import NAFBlock, RATLayer
+
+__all__ = ["RATConfig", "RegionAttentionTransformer", "build_rat", "pad_to_multiple"]
+
+
+@dataclass(frozen=True)
+class RATConfig:
+    """Constructor arguments of `RegionAttentionTransformer` (stored in checkpoints)."""
+
+    in_channels: int = 1
+    out_channels: int = 1
+    width: int = 64
+    num_heads: int = 8
+    num_groups: int = 4
+    layers_per_group: int = 3
+    enc_blocks: int = 2
+    dec_blocks: int = 2
+    window: int = 4
+    mlp_ratio: float = 2.0
+    scale: int = 1
+    region_attn: bool = True
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class RATGroup(nn.Module):
+    """`depth` RAT layers then a conv3x3, with a residual around the group."""
+
+    def __init__(self, dim: int, depth: int, **layer_kwargs) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(RATLayer(dim, **layer_kwargs) for _ in range(depth))
+        self.conv = nn.Conv2d(dim, dim, 3, padding=1)
+
+    def forward(self, x: torch.Tensor, regions: torch.Tensor) -> torch.Tensor:
+        """x: (B, C, H, W); regions: (B, H, W)."""
+        y = x.permute(0, 2, 3, 1)  # (B, H, W, C)
+        for layer in self.layers:
+            y = layer(y, regions)
+        return x + self.conv(y.permute(0, 3, 1, 2))
+
+
+class RegionAttentionTransformer(nn.Module):
+    """RAT restoration network.
+
+    forward(x, regions): x (B, in_ch, H, W) normalised intensities; regions
+    (B, H*scale, W*scale) integer labels at output resolution, or None for one region
+    per image. Returns (B, out_ch, H*scale, W*scale). Any H, W works: the input is
+    reflect-padded to a multiple of 16 and the output cropped back.
+    """
+
+    multiple = 16  # two stride-2 downsamplings, then 4x4 windows
+
+    def __init__(
+        self,
+        in_channels: int = 1,
+        out_channels: int = 1,
+        width: int = 64,
+        num_heads: int = 8,
+        num_groups: int = 4,
+        layers_per_group: int = 3,
+        enc_blocks: int = 2,
+        dec_blocks: int = 2,
+        window: int = 4,
+        mlp_ratio: float = 2.0,
+        scale: int = 1,
+        region_attn: bool = True,
+    ) -> None:
+        super().__init__()
+        if scale not in (1, 2, 4):
+            raise ValueError(f"scale must be 1, 2 or 4, got {scale}")
+        self.scale = scale
+        self.in_channels, self.out_channels = in_channels, out_channels
+        c1, c2, c4 = width, 2 * width, 4 * width
+        self.stem = nn.Conv2d(in_channels, c1, 3, padding=1)
+        self.enc1 = nn.Sequential(*(NAFBlock(c1) for _ in range(enc_blocks)))
+        self.down1 = nn.Conv2d(c1, c2, 2, stride=2)
+        self.enc2 = nn.Sequential(*(NAFBlock(c2) for _ in range(enc_blocks)))
+        self.down2 = nn.Conv2d(c2, c4, 2, stride=2)
+        self.groups = nn.ModuleList(
+            RATGroup(
+                c4,
+                layers_per_group,
+                num_heads=num_heads,
+                window=window,
+                mlp_ratio=mlp_ratio,
+                region_attn=region_attn,
+            )
+            for _ in range(num_groups)
+        )
+        self.up2 = nn.Sequential(nn.Conv2d(c4, c4 * 2, 1), nn.PixelShuffle(2))  # -> c2
+        self.dec2 = nn.Sequential(*(NAFBlock(c2) for _ in range(dec_blocks)))
+        self.up1 = nn.Sequential(nn.Conv2d(c2, c2 * 2, 1), nn.PixelShuffle(2))  # -> c1
+        self.dec1 = nn.Sequential(*(NAFBlock(c1) for _ in range(dec_blocks)))
+        self.head = nn.Conv2d(c1, out_channels, 3, padding=1)
+
+    def forward(self, x: torch.Tensor, regions: torch.Tensor | None = None) -> torch.Tensor:
+        B, C, H, W = x.shape
+        if self.scale > 1:
+            x = F.interpolate(x, scale_factor=self.scale, mode="bilinear", align_corners=False)
+            H, W = H * self.scale, W * self.scale
+        if regions is None:
+            regions = torch.zeros(B, H, W, dtype=torch.long, device=x.device)
+        elif regions.shape != (B, H, W):
+            raise ValueError(f"regions must have shape {(B, H, W)}, got {tuple(regions.shape)}")
+        xp = pad_to_multiple(x, self.multiple)
+        rp = pad_to_multiple(regions, self.multiple)
+        # nearest-neighbour to H/4: the centre-ish pixel of each 4x4 block
+        r4 = rp[:, 2::4, 2::4]
+
+        e1 = self.enc1(self.stem(xp))  # (B, c1, H, W)
+        e2 = self.enc2(self.down1(e1))  # (B, c2, H/2, W/2)
+        b = self.down2(e2)  # (B, c4, H/4, W/4)
+        y = b
+        for group in self.groups:
+            y = group(y, r4)
+        y = y + b
+        d2 = self.dec2(self.up2(y) + e2)
+        d1 = self.dec1(self.up1(d2) + e1)
+        out = self.head(d1)
+        if C == self.out_channels:  # global residual: the net predicts a correction
+            out = out + xp
+        return out[..., :H, :W]
+
+
+def build_rat(config: RATConfig) -> RegionAttentionTransformer:
+    """The one place a config becomes a model."""
+    return RegionAttentionTransformer(**config.to_dict())
+
+
+def pad_to_multiple(t: torch.Tensor, multiple: int) -> torch.Tensor:
+    """Reflect-pad the last two dims of any tensor (float or integer labels) up to a multiple.
+
+    Works through index arithmetic, so integer label maps and images tiny enough that
+    `F.pad(mode="reflect")` would refuse (pad >= size) are padded the same way.
+    """
+    H, W = t.shape[-2:]
+    Hp, Wp = -(-H // multiple) * multiple, -(-W // multiple) * multiple
+    if (Hp, Wp) == (H, W):
+        return t
+    rows = _reflect_index(H, Hp, t.device)
+    cols = _reflect_index(W, Wp, t.device)
+    return t[..., rows, :][..., cols]
+
+
+def _reflect_index(n: int, total: int, device: torch.device) -> torch.Tensor:
+    """Indices 0..total-1 folded into [0, n) by reflection without repeating the edge."""
+    i = torch.arange(total, device=device)
+    if n == 1:
+        return torch.zeros_like(i)
+    period = 2 * (n - 1)
+    i = i % period
+    return torch.where(i < n, i, period - i)
