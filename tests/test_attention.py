@@ -1,0 +1,101 @@
+"""R-MSA (sorted, per-region SDPA) must equal the dense-mask definition exactly."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from ratcli.models.attention import region_attention
+
+
+def dense_region_attention(q, k, v, labels):
+    """Reference: full L x L scores with a -inf mask off-region (test-only, O(L^2))."""
+    scale = q.shape[-1] ** -0.5
+    scores = (q @ k.transpose(-2, -1)) * scale  # (B, h, L, L)
+    same = labels[:, None, :, None] == labels[:, None, None, :]
+    scores = scores.masked_fill(~same, float("-inf"))
+    return scores.softmax(-1) @ v
+
+
+def _qkv(B, H, L, D, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn(B, H, L, D, generator=g, dtype=torch.float64, requires_grad=True)
+            for _ in range(3)]
+
+
+def _check(labels, H=2, D=8, seed=0, big=64):
+    B, L = labels.shape
+    q, k, v = _qkv(B, H, L, D, seed)
+    out = region_attention(q, k, v, labels, big=big)
+    ref = dense_region_attention(q, k, v, labels)
+    assert out.shape == q.shape
+    assert (out - ref).abs().max().item() < 1e-6
+    g = torch.randn_like(out)
+    grads = torch.autograd.grad((out * g).sum(), (q, k, v))
+    grads_ref = torch.autograd.grad((ref * g).sum(), (q, k, v))
+    for a, b in zip(grads, grads_ref, strict=True):
+        assert (a - b).abs().max().item() < 1e-6
+
+
+def test_one_region_is_global_attention():
+    labels = torch.zeros(1, 150, dtype=torch.long)
+    _check(labels)
+    q, k, v = _qkv(1, 2, 150, 8)
+    out = region_attention(q, k, v, labels)
+    glob = torch.nn.functional.scaled_dot_product_attention(q, k, v)
+    assert torch.allclose(out, glob, atol=1e-10)
+
+
+def test_every_token_its_own_region_returns_v():
+    labels = torch.arange(97)[None]
+    _check(labels)
+    q, k, v = _qkv(1, 2, 97, 8)
+    assert torch.allclose(region_attention(q, k, v, labels), v)
+
+
+@pytest.mark.parametrize("n_regions", [2, 7, 30, 200])
+def test_random_label_maps(n_regions):
+    g = torch.Generator().manual_seed(n_regions)
+    labels = torch.randint(0, n_regions, (1, 400), generator=g)
+    _check(labels, seed=n_regions)
+
+
+def test_mixed_sizes_cross_the_big_threshold():
+    # a large region (> big), medium ones and singletons in shuffled order
+    sizes = [150, 40, 17, 9, 3, 1, 1, 65]
+    labels = torch.cat([torch.full((s,), i) for i, s in enumerate(sizes)])
+    labels = labels[torch.randperm(len(labels), generator=torch.Generator().manual_seed(1))]
+    _check(labels[None], big=32)
+
+
+def test_non_contiguous_and_negative_labels():
+    g = torch.Generator().manual_seed(3)
+    values = torch.tensor([-7, -1, 0, 5, 1000, 2**40])
+    labels = values[torch.randint(0, len(values), (1, 300), generator=g)]
+    _check(labels)
+
+
+def test_batch_with_different_maps_per_image():
+    g = torch.Generator().manual_seed(4)
+    labels = torch.stack([
+        torch.randint(0, 3, (256,), generator=g),
+        torch.randint(0, 50, (256,), generator=g),
+        torch.zeros(256, dtype=torch.long),
+    ])
+    _check(labels)
+
+
+def test_same_label_in_two_images_does_not_mix():
+    # label 1 in image 0 and label 1 in image 1 must stay separate regions
+    labels = torch.ones(2, 64, dtype=torch.long)
+    q, k, v = _qkv(2, 2, 64, 8)
+    out = region_attention(q, k, v, labels)
+    per_image = torch.cat([region_attention(q[i:i + 1], k[i:i + 1], v[i:i + 1], labels[i:i + 1])
+                           for i in range(2)])
+    assert torch.allclose(out, per_image, atol=1e-12)
+
+
+def test_label_shape_is_checked():
+    q, k, v = _qkv(1, 2, 10, 4)
+    with pytest.raises(ValueError, match="labels"):
+        region_attention(q, k, v, torch.zeros(1, 11, dtype=torch.long))

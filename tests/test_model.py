@@ -1,0 +1,95 @@
+"""The RAT network: task configs, odd sizes, padding, parameter count."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from ratcli.models import RATConfig, build_rat
+from ratcli.models.rat import pad_to_multiple
+
+SMALL = dict(width=8, num_heads=2, num_groups=1, layers_per_group=1)
+
+
+@pytest.mark.parametrize(
+    "cin,cout,scale",
+    [(1, 1, 1), (3, 3, 2), (3, 3, 4)],
+    ids=["denoise", "sr-x2", "sr-x4"],
+)
+def test_forward_backward_odd_sizes(cin, cout, scale):
+    torch.manual_seed(0)
+    model = build_rat(RATConfig(in_channels=cin, out_channels=cout, scale=scale, **SMALL))
+    x = torch.randn(2, cin, 37, 53, requires_grad=True)
+    regions = torch.randint(0, 6, (2, 37 * scale, 53 * scale))
+    y = model(x, regions)
+    assert y.shape == (2, cout, 37 * scale, 53 * scale)
+    y.square().mean().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all()
+    grads = [p.grad for p in model.parameters() if p.requires_grad]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+
+
+def test_default_width_parameter_count():
+    model = build_rat(RATConfig(width=64))
+    n = sum(p.numel() for p in model.parameters())
+    assert abs(n - 15.9e6) / 15.9e6 < 0.03, n
+
+
+@pytest.mark.parametrize("width", [32, 16])
+def test_smaller_widths_run(width):
+    model = build_rat(RATConfig(width=width))
+    assert model(torch.randn(1, 1, 32, 32)).shape == (1, 1, 32, 32)
+
+
+def test_tiny_images_work():
+    model = build_rat(RATConfig(**SMALL))
+    for h, w in [(1, 1), (3, 5)]:
+        assert model(torch.randn(1, 1, h, w)).shape == (1, 1, h, w)
+
+
+def test_zero_init_scales_make_identity_at_init_for_denoise():
+    # lambda/beta/gamma init 0 and the global residual: output = input + head(decoder)
+    model = build_rat(RATConfig(**SMALL))
+    for name, p in model.named_parameters():
+        if name.endswith(("lambda_r", "lambda_w", "beta", "gamma")):
+            assert torch.count_nonzero(p) == 0, name
+
+
+def test_region_map_changes_output_and_none_means_one_region():
+    torch.manual_seed(0)
+    model = build_rat(RATConfig(**SMALL)).eval()
+    for name, p in model.named_parameters():  # make the R-MSA branch active
+        if name.endswith("lambda_r"):
+            torch.nn.init.constant_(p, 1.0)
+    x = torch.randn(1, 1, 32, 32)
+    one = torch.zeros(1, 32, 32, dtype=torch.long)
+    halves = one.clone()
+    halves[:, :, 16:] = 1
+    with torch.no_grad():
+        assert torch.equal(model(x, None), model(x, one))
+        assert not torch.allclose(model(x, one), model(x, halves))
+        # labels are identities only: renaming them changes nothing
+        assert torch.allclose(model(x, halves), model(x, halves * 7 - 3), atol=1e-6)
+
+
+def test_region_map_shape_is_checked():
+    model = build_rat(RATConfig(scale=2, in_channels=3, out_channels=3, **SMALL))
+    with pytest.raises(ValueError, match="regions"):
+        model(torch.randn(1, 3, 16, 16), torch.zeros(1, 16, 16, dtype=torch.long))
+
+
+def test_ablation_has_no_region_attention():
+    model = build_rat(RATConfig(region_attn=False, **SMALL))
+    assert not any("rmsa" in n or "lambda_r" in n for n, _ in model.named_parameters())
+    assert model(torch.randn(1, 1, 20, 20)).shape == (1, 1, 20, 20)
+
+
+def test_pad_to_multiple_reflects_images_and_labels_alike():
+    x = torch.arange(15.0).reshape(1, 3, 5)
+    p = pad_to_multiple(x, 16)
+    assert p.shape == (1, 16, 16)
+    assert torch.equal(p[:, :3, :5], x)
+    assert torch.equal(p[0, 3, :5], x[0, 1])  # reflect without repeating the edge
+    labels = torch.tensor([[[-4, 9, 2]]])
+    assert torch.equal(pad_to_multiple(labels, 4)[0, 0], torch.tensor([-4, 9, 2, 9]))
+    assert torch.equal(pad_to_multiple(torch.ones(1, 1), 16), torch.ones(16, 16))
