@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +11,7 @@ import numpy as np
 __all__ = ["Image", "Domain"]
 
 
-class Domain(str, Enum):
+class Domain(StrEnum):
     """Intensity domain of `Image.array`."""
 
     HU = "HU"  # CT Hounsfield units, float32

@@ -8,7 +8,6 @@ Layouts: NAFBlocks work on (B, C, H, W); the RAT layer works channels-last on
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ratcli.models.attention import region_attention, window_attention

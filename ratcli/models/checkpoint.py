@@ -45,10 +45,16 @@ def save_checkpoint(
 ) -> str:
     """Write a checkpoint atomically; returns its sha256. `half` stores floats as fp16."""
     state = model.state_dict() if hasattr(model, "state_dict") else model
-    state = {k: (v.detach().cpu().half() if half and v.is_floating_point() else v.detach().cpu())
-             for k, v in state.items()}
-    payload = {"format": FORMAT, "config": config.to_dict(), "state_dict": state,
-               "meta": dict(meta or {})}
+    state = {
+        k: (v.detach().cpu().half() if half and v.is_floating_point() else v.detach().cpu())
+        for k, v in state.items()
+    }
+    payload = {
+        "format": FORMAT,
+        "config": config.to_dict(),
+        "state_dict": state,
+        "meta": dict(meta or {}),
+    }
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
@@ -70,7 +76,8 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for a bad file
-        raise CheckpointError(f"{path}: not a readable checkpoint ({exc.__class__.__name__})") from exc
+        reason = exc.__class__.__name__
+        raise CheckpointError(f"{path}: not a readable checkpoint ({reason})") from exc
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a rat checkpoint (expected format {FORMAT})")
     try:

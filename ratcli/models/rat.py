@@ -129,7 +129,7 @@ class RegionAttentionTransformer(nn.Module):
         d2 = self.dec2(self.up2(y) + e2)
         d1 = self.dec1(self.up1(d2) + e1)
         out = self.head(d1)
-        if C == self.out_channels:  # global residual: the net predicts a correction
+        if self.out_channels == C:  # global residual: the net predicts a correction
             out = out + xp
         return out[..., :H, :W]
 
