@@ -16,6 +16,7 @@ __all__ = [
     "OutputNotWritableError",
     "WeightsNotFoundError",
     "CheckpointError",
+    "DownloadError",
     "UsageError",
 ]
 
@@ -62,3 +63,9 @@ class WeightsNotFoundError(RatError):
 
 class CheckpointError(RatError):
     """A checkpoint file is not a valid rat checkpoint."""
+
+
+class DownloadError(RatError):
+    """A download failed (server down, HTTP error, connection lost); rerun to resume."""
+
+    exit_code = 3

@@ -2,20 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import platform
 from importlib import metadata
 
-__all__ = ["environment_info", "default_weights_dir"]
+from ratcli.weights import default_weights_dir
 
-
-def default_weights_dir() -> str:
-    """RAT_HOME, else the platform's user data dir."""
-    if home := os.environ.get("RAT_HOME"):
-        return home
-    import platformdirs
-
-    return platformdirs.user_data_dir("rat")
+__all__ = ["environment_info"]
 
 
 def _version(dist: str) -> str:
@@ -51,5 +43,5 @@ def environment_info() -> dict[str, str]:
         "openslide-python": _version("openslide-python"),
         "openslide library": openslide_lib,
         "devices": ", ".join(devices),
-        "weights dir": default_weights_dir(),
+        "weights dir": str(default_weights_dir()),
     }
