@@ -17,6 +17,7 @@ __all__ = [
     "WeightsNotFoundError",
     "CheckpointError",
     "DownloadError",
+    "DeviceError",
     "UsageError",
 ]
 
@@ -69,3 +70,7 @@ class DownloadError(RatError):
     """A download failed (server down, HTTP error, connection lost); rerun to resume."""
 
     exit_code = 3
+
+
+class DeviceError(RatError):
+    """The compute device failed, e.g. out of memory even with the smallest tile."""
