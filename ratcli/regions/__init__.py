@@ -1,0 +1,35 @@
+"""Region maps for RAT's region attention: SAM, a classical SAM-free partitioner, the
+trivial one-region map, precomputed files, and an on-disk cache.
+
+    from ratcli.regions import make_partitioner
+    part = make_partitioner("auto")          # sam if a checkpoint is configured
+    labels = part(slice2d)                   # (H, W) float32 or (H, W, 3) uint8 -> (H, W) int32
+    volume_labels = part.partition_volume(array)   # (Z, H, W[, 3]) -> (Z, H, W) int32
+    if part.fallback: ...                    # auto fell back to classical: tell the user
+"""
+
+from ratcli.regions.base import (
+    NonePartitioner,
+    Partitioner,
+    PrecomputedPartitioner,
+    to_uint8,
+    upscale_labels,
+)
+from ratcli.regions.cache import CachedPartitioner, RegionCache, default_cache_dir
+from ratcli.regions.classical import ClassicalPartitioner
+from ratcli.regions.factory import FALLBACK_MESSAGE, Method, make_partitioner
+
+__all__ = [
+    "FALLBACK_MESSAGE",
+    "CachedPartitioner",
+    "ClassicalPartitioner",
+    "Method",
+    "NonePartitioner",
+    "Partitioner",
+    "PrecomputedPartitioner",
+    "RegionCache",
+    "default_cache_dir",
+    "make_partitioner",
+    "to_uint8",
+    "upscale_labels",
+]

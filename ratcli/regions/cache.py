@@ -1,0 +1,132 @@
+"""On-disk cache of region maps, so SAM runs once per slice across runs and commands.
+
+Key: sha256 of the slice as the partitioner sees it (windowed to uint8, see
+`to_uint8`), plus the partitioner's name and settings. Keying on the uint8 slice makes
+the key independent of the caller's intensity normalisation (HU or task-normalised
+[0, 1] give the same window), so `rat regions`, `train`, `evaluate` and inference share
+entries. Each entry is one compressed .npz, written to a temp file and renamed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from ratcli.regions.base import Partitioner, check_slice, to_uint8
+
+__all__ = ["RegionCache", "CachedPartitioner", "default_cache_dir"]
+
+KEY_VERSION = b"rat-regions/1"
+
+
+def default_cache_dir() -> Path:
+    """RAT_CACHE, else `RAT_HOME/cache/regions`, else the platform's user cache dir."""
+    if cache := os.environ.get("RAT_CACHE"):
+        return Path(cache).expanduser()
+    if home := os.environ.get("RAT_HOME"):
+        return Path(home).expanduser() / "cache" / "regions"
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("rat")) / "regions"
+
+
+class RegionCache:
+    """Label maps stored as `<dir>/<key[:2]>/<key>.npz`."""
+
+    def __init__(self, directory: str | Path | None = None) -> None:
+        self.directory = Path(directory) if directory is not None else default_cache_dir()
+
+    @staticmethod
+    def key(u8: np.ndarray, name: str, settings: dict) -> str:
+        """Hex sha256 of (version, partitioner name, settings, shape, pixels).
+
+        u8: (H, W) or (H, W, 3) uint8, the slice as the partitioner sees it.
+        """
+        h = hashlib.sha256(KEY_VERSION)
+        h.update(json.dumps([name, settings, list(u8.shape)], sort_keys=True).encode())
+        h.update(np.ascontiguousarray(u8).tobytes())
+        return h.hexdigest()
+
+    def path(self, key: str) -> Path:
+        return self.directory / key[:2] / f"{key}.npz"
+
+    def get(self, key: str) -> np.ndarray | None:
+        """The stored (H, W) int32 labels, or None (absent or unreadable: recomputed)."""
+        path = self.path(key)
+        try:
+            with np.load(path, allow_pickle=False) as f:
+                return f["labels"].astype(np.int32, copy=False)
+        except (OSError, KeyError, ValueError, zipfile.BadZipFile):
+            return None
+
+    def put(self, key: str, labels: np.ndarray) -> None:
+        path = self.path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{key[:12]}.", suffix=".part", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                np.savez_compressed(f, labels=labels.astype(np.int32, copy=False))
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+
+
+class CachedPartitioner(Partitioner):
+    """Wraps a partitioner whose first step is `to_uint8` (sam, classical) with a cache.
+
+    `hits` and `misses` count slices, for reports and tests.
+    """
+
+    def __init__(self, inner: Partitioner, cache: RegionCache) -> None:
+        self.inner = inner
+        self.cache = cache
+        self.name = inner.name
+        self.fallback = inner.fallback
+        self.hits = 0
+        self.misses = 0
+
+    @property
+    def settings(self) -> dict:
+        return self.inner.settings
+
+    def __call__(self, slice2d: np.ndarray) -> np.ndarray:
+        return self.partition_volume(slice2d[None])[0]
+
+    def partition_volume(self, volume: np.ndarray) -> np.ndarray:
+        """(Z, H, W) or (Z, H, W, 3) -> (Z, H, W) int32; only missing slices are
+        computed, in one `inner.partition_volume` call (so SAM still batches them)."""
+        for s in volume:
+            check_slice(s)
+        u8 = np.stack([to_uint8(s) for s in volume])
+        settings = self.inner.settings
+        keys = [self.cache.key(s, self.name, settings) for s in u8]
+        out = np.empty(volume.shape[:3], dtype=np.int32)
+        missing = []
+        for z, key in enumerate(keys):
+            labels = self.cache.get(key)
+            if labels is None or labels.shape != out.shape[1:]:
+                missing.append(z)
+            else:
+                out[z] = labels
+        self.hits += len(keys) - len(missing)
+        self.misses += len(missing)
+        if missing:
+            # the inner partitioner windows to uint8 first, so giving it u8 is exact
+            fresh = self.inner.partition_volume(u8[missing])
+            for z, labels in zip(missing, fresh, strict=True):
+                self.cache.put(keys[z], labels)
+                out[z] = labels
+        return out
+
+    def __getattr__(self, attr: str):
+        # expose the wrapped partitioner's own attributes (checkpoint, device, ...)
+        if attr == "inner":
+            raise AttributeError(attr)
+        return getattr(self.inner, attr)
