@@ -1,6 +1,9 @@
 """Command-line interface. Each module registers its commands on `app`."""
 
-from ratcli.cli import info  # noqa: F401  (registers commands)
+from ratcli.cli import (
+    info,  # noqa: F401  (registers commands)
+    weights,  # noqa: F401
+)
 from ratcli.cli.app import app
 
 __all__ = ["app"]
