@@ -1,0 +1,209 @@
+"""Plain images: PNG and JPEG (Pillow), small non-tiled TIFF (tifffile).
+
+Greyscale is read as float32 and remembers its file dtype in meta["plain_dtype"];
+the writer returns to that dtype family:
+- integer sources (uint8, uint16, int16, ...): values are rounded half-to-even
+  (np.rint) and clipped to the dtype's range;
+- float sources stay float32 (TIFF only: PNG cannot hold floats, UsageError).
+RGB(A) is read as uint8 RGB (alpha is dropped) and written as uint8 RGB.
+A TIFF resolution in cm/mm/µm becomes the pixel spacing in mm and is written back.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ratcli.errors import InputFormatError, UsageError
+from ratcli.io.atomic import atomic_output
+from ratcli.io.image import Domain, Image
+from ratcli.io.provenance import describe_provenance
+
+__all__ = ["read_plain", "write_plain"]
+
+_TIFF = (".tif", ".tiff")
+_PNG = (".png",)
+_PIL_READ = (".png", ".jpg", ".jpeg")
+# Pillow modes that convert losslessly to the layout we keep.
+_PIL_TO_GREY = {"1": "L", "LA": "L", "L": "L", "I;16": None, "I;16B": None, "I": None, "F": None}
+_PIL_TO_RGB = {"RGB": "RGB", "RGBA": "RGB", "P": "RGB", "PA": "RGB", "CMYK": "RGB", "YCbCr": "RGB"}
+
+
+def read_plain(path: str | Path) -> Image:
+    """Read a PNG, JPEG or (non-tiled, small) TIFF.
+
+    Returns Image with array (Z, Y, X) float32 (Z = pages of a multi-page TIFF) or
+    (Z, Y, X, 3) uint8; spacing from a TIFF metric resolution, else 1 mm.
+    Raises InputFormatError naming the file for corrupt or unsupported images
+    (e.g. 16-bit colour, more than 3 dimensions).
+    """
+    p = Path(path)
+    suffix = p.suffix.lower()
+    if suffix in _TIFF:
+        arr, axes, spacing_yx = _read_tiff(p)
+    elif suffix in _PIL_READ:
+        arr, axes, spacing_yx = _read_pil(p), None, None
+    else:
+        raise InputFormatError(f"{p}: not a PNG, JPEG or TIFF file")
+    rgb = arr.ndim >= 3 and arr.shape[-1] in (3, 4) and (axes is None or axes.endswith("S"))
+    if rgb:
+        if arr.dtype != np.uint8:
+            raise InputFormatError(f"{p}: {arr.dtype} colour is not supported (8-bit RGB only)")
+        arr = arr[..., :3]
+        array = arr[None] if arr.ndim == 3 else arr
+    else:
+        array = arr[None] if arr.ndim == 2 else arr
+    if array.ndim != (4 if rgb else 3) or min(array.shape[:3]) < 1:
+        raise InputFormatError(f"{p}: unsupported image layout {arr.shape}")
+    meta = {"format": "plain", "plain_dtype": str(arr.dtype)}
+    sy, sx = spacing_yx if spacing_yx else (1.0, 1.0)
+    if spacing_yx:
+        meta["plain_resolution"] = True
+    if not rgb:
+        if arr.dtype.kind not in "uif" and arr.dtype != bool:
+            raise InputFormatError(f"{p}: {arr.dtype} pixels are not supported")
+        array = array.astype(np.float32)
+        if not np.isfinite(array).all():
+            raise InputFormatError(f"{p}: image holds NaN or infinite values")
+    return Image(
+        array=np.ascontiguousarray(array),
+        spacing=(sx, sy, 1.0),
+        domain=Domain.RGB8 if rgb else Domain.GREY,
+        modality="OT",
+        meta=meta,
+        source=p,
+    )
+
+
+def write_plain(
+    image: Image,
+    path: str | Path,
+    *,
+    overwrite: bool = False,
+    provenance: dict | None = None,
+) -> Path:
+    """Write `image` as PNG (one slice, 8/16-bit) or TIFF (pages = slices).
+
+    The dtype follows meta["plain_dtype"] (see the module docstring); an image from
+    another format is written as float32 TIFF, or for PNG as uint8/uint16 when its
+    source dtype was one of those. provenance goes into the Software tag / text chunk.
+    """
+    out = Path(path)
+    suffix = out.suffix.lower()
+    if suffix not in _TIFF + _PNG:
+        raise UsageError(f"{out}: plain image output must be .png, .tif or .tiff")
+    data = image.array if image.is_rgb else _to_file_dtype(image, out, png=suffix in _PNG)
+    software = describe_provenance(provenance)
+    inputs = [image.source] if image.source else []
+    if suffix in _PNG:
+        if image.num_slices != 1:
+            raise UsageError(f"{out}: PNG holds one slice, image has {image.num_slices}; use .tif")
+        with atomic_output(out, overwrite=overwrite, inputs=inputs) as tmp:
+            _write_png(data[0], tmp, software=software)
+        return out
+    with atomic_output(out, overwrite=overwrite, inputs=inputs) as tmp:
+        _write_tiff(image, data, tmp, software=software)
+    return out
+
+
+def _read_tiff(p: Path) -> tuple[np.ndarray, str, tuple[float, float] | None]:
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(p) as tif:
+            series = tif.series[0]
+            arr = series.asarray()
+            axes = series.axes
+            page = tif.pages.first
+            spacing = _tiff_spacing_mm(page)
+    except Exception as exc:
+        reason = " ".join(str(exc).split())[:200] or exc.__class__.__name__
+        raise InputFormatError(f"{p}: corrupt or unreadable TIFF ({reason})") from None
+    # Collapse every non-spatial, non-sample axis into pages (Z).
+    if axes.endswith("S"):
+        arr = arr.reshape(-1, *arr.shape[-3:]) if arr.ndim > 3 else arr
+    elif arr.ndim > 3:
+        arr = arr.reshape(-1, *arr.shape[-2:])
+    return arr, axes, spacing
+
+
+def _tiff_spacing_mm(page) -> tuple[float, float] | None:
+    """(y, x) pixel spacing in mm from a metric resolution tag, else None."""
+    import tifffile
+
+    unit = page.resolutionunit
+    if unit not in (tifffile.RESUNIT.CENTIMETER, tifffile.RESUNIT.MILLIMETER,
+                    tifffile.RESUNIT.MICROMETER):
+        return None
+    rx, ry = page.get_resolution(tifffile.RESUNIT.MILLIMETER)
+    if not (rx > 0 and ry > 0):
+        return None
+    return 1.0 / ry, 1.0 / rx
+
+
+def _read_pil(p: Path) -> np.ndarray:
+    from PIL import Image as PILImage
+
+    try:
+        with PILImage.open(p) as im:
+            im.load()
+            mode = im.mode
+            if mode in _PIL_TO_RGB:
+                im = im.convert("RGB")
+            elif mode in _PIL_TO_GREY:
+                target = _PIL_TO_GREY[mode]
+                im = im.convert(target) if target and target != mode else im
+            else:
+                raise InputFormatError(f"{p}: unsupported pixel mode {mode}")
+            arr = np.array(im)
+    except InputFormatError:
+        raise
+    except Exception as exc:
+        reason = " ".join(str(exc).split())[:200] or exc.__class__.__name__
+        raise InputFormatError(f"{p}: corrupt or unreadable image ({reason})") from None
+    if arr.dtype == np.int32 and arr.size and arr.min() >= 0 and arr.max() <= 65535:
+        arr = arr.astype(np.uint16)  # Pillow's "I" mode for 16-bit PNGs
+    return arr
+
+
+def _to_file_dtype(image: Image, out: Path, *, png: bool) -> np.ndarray:
+    """Greyscale float32 -> the array to store (dtype family of the source)."""
+    name = image.meta.get("plain_dtype")
+    dtype = np.dtype(name) if name else np.dtype(np.float32)
+    if dtype.kind == "b":
+        dtype = np.dtype(np.uint8)
+    if png and dtype not in (np.uint8, np.uint16):
+        raise UsageError(f"{out}: PNG holds 8/16-bit unsigned integers, image is {dtype}; use .tif")
+    if dtype.kind == "f":
+        return image.array.astype(np.float32)
+    info = np.iinfo(dtype)
+    return np.clip(np.rint(image.array), info.min, info.max).astype(dtype)
+
+
+def _write_png(data: np.ndarray, tmp: Path, *, software: str) -> None:
+    from PIL import Image as PILImage
+    from PIL import PngImagePlugin
+
+    info = PngImagePlugin.PngInfo()
+    info.add_text("Software", software)
+    PILImage.fromarray(data).save(tmp, format="PNG", pnginfo=info)
+
+
+def _write_tiff(image: Image, data: np.ndarray, tmp: Path, *, software: str) -> None:
+    import tifffile
+
+    kwargs = {}
+    if image.meta.get("plain_resolution"):
+        sx, sy = image.spacing[:2]
+        kwargs = {"resolution": (10.0 / sx, 10.0 / sy), "resolutionunit": "CENTIMETER"}
+    pages = data[0] if image.num_slices == 1 else data
+    tifffile.imwrite(
+        tmp,
+        pages,
+        photometric="rgb" if image.is_rgb else "minisblack",
+        compression="zlib",
+        software=software,
+        metadata=None,
+        **kwargs,
+    )
