@@ -206,28 +206,68 @@ def test_jpeg2000_compressed_series(tmp_path):
     assert d.get("LossyImageCompression") != "01"  # lossless source stays unmarked
 
 
+def _bundled(name: str) -> Path:
+    """A test file shipped inside the pydicom wheel (never downloaded)."""
+    path = get_testdata_file(name, download=False)
+    assert path is not None, name
+    return Path(path)
+
+
 def test_bundled_jpeg_ls_and_lossy_rgb():
-    plain = read(Path(get_testdata_file("MR_small.dcm")))
-    jls = read(Path(get_testdata_file("MR_small_jpeg_ls_lossless.dcm")))
+    plain = read(_bundled("MR_small.dcm"))
+    jls = read(_bundled("MR_small_jpeg_ls_lossless.dcm"))
     np.testing.assert_array_equal(plain.array, jls.array)
-    rgb = read(Path(get_testdata_file("SC_rgb_jpeg_dcmtk.dcm")))
+    rgb = read(_bundled("SC_rgb_jpeg_dcmtk.dcm"))
     assert rgb.domain is Domain.RGB8 and rgb.array.shape[-1] == 3
 
 
+@pytest.mark.parametrize("name", ["MR_small_bigendian.dcm", "MR_small_implicit.dcm"])
+def test_other_encodings_written_as_explicit_little_endian(tmp_path, name):
+    img = read(_bundled(name))
+    out = write(img.derived(img.array + 1), tmp_path / "o.dcm")
+    d = pydicom.dcmread(out)
+    assert d.file_meta.TransferSyntaxUID == ExplicitVRLittleEndian
+    assert d.PatientName == pydicom.dcmread(_bundled(name)).PatientName
+    np.testing.assert_array_equal(read(out).array, img.array + 1)
+
+
 def test_lossy_rgb_marked_lossy(tmp_path):
-    rgb = read(Path(get_testdata_file("SC_rgb_jpeg_dcmtk.dcm")))
+    rgb = read(_bundled("SC_rgb_jpeg_dcmtk.dcm"))
     out = write(rgb, tmp_path / "rgb.dcm")
     d = pydicom.dcmread(out)
     assert d.LossyImageCompression == "01" and d.PhotometricInterpretation == "RGB"
     np.testing.assert_array_equal(d.pixel_array, rgb.array[0])
 
 
-def test_tiny_single_slice(tmp_path):
-    (path,) = save_datasets(synthetic_series(np.full((1, 1, 1), 55.0)), tmp_path, names=["t.dcm"])
+@pytest.mark.parametrize("shape", [(1, 1), (3, 5)])
+def test_tiny_single_slice(tmp_path, shape):
+    vol = np.full((1, *shape), 55.0)
+    (path,) = save_datasets(synthetic_series(vol), tmp_path, names=["t.dcm"])
     img = read(path)
-    assert img.array.shape == (1, 1, 1) and img.array[0, 0, 0] == 55.0
+    assert img.array.shape == (1, *shape) and (img.array == 55.0).all()
     out = write(img.derived(img.array + 1), tmp_path / "o" / "t.dcm")
-    assert read(out).array[0, 0, 0] == 56.0
+    assert (read(out).array == 56.0).all()
+
+
+def test_two_series_in_one_folder_each_restored(tmp_path):
+    from ratcli.io import output_path_for
+
+    mixed = tmp_path / "in" / "mixed"
+    study = synthetic_series(np.zeros((1, 2, 2)))[0].StudyInstanceUID
+    for number, n in ((3, 3), (4, 2)):
+        vol = np.full((n, 8, 8), float(number * 100))
+        save_datasets(synthetic_series(vol, series_number=number, seed=number, study_uid=study),
+                      mixed, names=[f"s{number}_{k}.dcm" for k in range(n)])
+    with pytest.raises(InputFormatError, match="holds 2"):
+        read(mixed)
+    outs = []
+    for src in find_inputs(tmp_path / "in"):
+        img = read(src)
+        number = int(img.meta["dicom"].datasets[0].SeriesNumber)
+        assert (img.array == number * 100).all() and img.num_slices == {3: 3, 4: 2}[number]
+        outs.append(write(img, output_path_for(src, tmp_path / "out")))
+    assert sorted(p.name for p in outs) == ["mixed_s3", "mixed_s4"]
+    assert sorted(len(list(p.iterdir())) for p in outs) == [2, 3]
 
 
 def test_bad_files_name_the_file(tmp_path):

@@ -50,6 +50,19 @@ def test_3d_geometry_kept_exactly(tmp_path, name):
         assert out.read_bytes()[:2] == b"\x1f\x8b"
 
 
+def test_resampled_grid_written_from_image_geometry(tmp_path):
+    direction = tuple(_rotation(0.1, 0.2, -0.4).ravel())
+    _write_sitk(tmp_path / "v.nii.gz", np.zeros((3, 8, 8), np.float32), (2.0, 2.0, 3.0),
+                (5.0, 6.0, 7.0), direction)
+    img = read(tmp_path / "v.nii.gz")
+    up = img.derived(np.zeros((3, 16, 16), np.float32), scale=2)
+    back = sitk.ReadImage(str(write(up, tmp_path / "up.nii.gz")))
+    assert back.GetSize() == (16, 16, 3)
+    np.testing.assert_allclose(back.GetSpacing(), up.spacing, atol=1e-6)
+    np.testing.assert_allclose(back.GetOrigin(), up.origin, atol=1e-5)
+    np.testing.assert_allclose(back.GetDirection(), up.direction, atol=1e-6)
+
+
 def test_2d_stays_2d(tmp_path):
     arr = np.arange(15, dtype=np.int16).reshape(3, 5)
     ref = _write_sitk(tmp_path / "s.nii", arr, (0.5, 0.25), (1.0, -2.0), (0.0, 1.0, 1.0, 0.0))

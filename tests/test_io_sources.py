@@ -88,6 +88,36 @@ def test_single_dicom_file_and_unreadable_dcm(tmp_path):
     assert found["bad.dcm"].series_uid is None
 
 
+def test_dicom_objects_without_images_skipped_in_folders(tmp_path):
+    import pydicom
+    from pydicom.dataset import Dataset
+
+    _series(tmp_path / "ct")
+    report = Dataset()
+    report.SOPClassUID = "1.2.840.10008.5.1.4.1.1.88.11"  # Basic Text SR
+    report.SOPInstanceUID = report.SeriesInstanceUID = pydicom.uid.generate_uid()
+    report.Modality = "SR"
+    save_datasets([_with_meta(report)], tmp_path / "ct", names=["report.dcm"])
+    (src,) = find_inputs(tmp_path)
+    assert len(src.files) == 3 and all(f.name != "report.dcm" for f in src.files)
+    only = tmp_path / "only"
+    save_datasets([_with_meta(report)], only, names=["report.dcm"])
+    with pytest.raises(InputNotFoundError, match="skipped 1 DICOM file.*report.dcm"):
+        find_inputs(only)
+
+
+def _with_meta(ds):
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian
+
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.preamble = b"\x00" * 128
+    return ds
+
+
 def test_is_slide(tmp_path):
     small = tmp_path / "small.tif"
     tifffile.imwrite(small, np.zeros((64, 64), np.uint8), tile=(32, 32))

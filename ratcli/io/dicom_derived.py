@@ -93,13 +93,21 @@ def write_dicom(
     if meta.multiframe or single:
         ds = deriver.multiframe() if meta.multiframe else deriver.single(0)
         with atomic_output(out, overwrite=overwrite, inputs=inputs) as tmp:
-            ds.save_as(tmp, enforce_file_format=True)
+            _save(ds, tmp)
         return out
     names = _file_names(meta)
     with atomic_output(out, overwrite=overwrite, directory=True, inputs=inputs) as tmp:
         for z in range(image.num_slices):
-            deriver.single(z).save_as(tmp / names[z], enforce_file_format=True)
+            _save(deriver.single(z), tmp / names[z])
     return out
+
+
+def _save(ds, path: Path) -> None:
+    """Encode as the file meta says (Explicit VR Little Endian), whatever the source
+    encoding was (Dataset.save_as refuses to change endianness; dcmwrite does not)."""
+    from pydicom import dcmwrite
+
+    dcmwrite(path, ds, enforce_file_format=True)
 
 
 class _Deriver:
@@ -166,6 +174,8 @@ class _Deriver:
         from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian, generate_uid
 
         ds = copy.deepcopy(src)
+        if getattr(src, "original_encoding", (None, True))[1] is False:
+            _binary_values_to_little_endian(ds)
         for kw in _DROP:
             if kw in ds:
                 delattr(ds, kw)
@@ -290,6 +300,28 @@ def _ds(value: float) -> str:
     from pydicom.valuerep import format_number_as_ds
 
     return format_number_as_ds(float(value))
+
+
+# Binary VRs whose bytes are stored in the file's byte order: VR -> item size.
+_SWAP_VRS = {"OW": 2, "OF": 4, "OL": 4, "OD": 8, "OV": 8}
+
+
+def _binary_values_to_little_endian(ds) -> None:
+    """Byte-swap binary values of a dataset read from a big-endian file (pydicom does
+    not, PS3.5 retired big endian in 2006); UN values, whose layout is unknown, are
+    dropped rather than written with the wrong byte order."""
+    unknown = []
+
+    def visit(dataset, elem) -> None:
+        size = _SWAP_VRS.get(elem.VR)
+        if size and isinstance(elem.value, bytes) and len(elem.value) % size == 0:
+            elem.value = np.frombuffer(elem.value, f">u{size}").astype(f"<u{size}").tobytes()
+        elif elem.VR == "UN":
+            unknown.append((dataset, elem.tag))
+
+    ds.walk(visit)
+    for dataset, tag in unknown:
+        del dataset[tag]
 
 
 def _file_names(meta: DicomMeta) -> list[str]:

@@ -57,8 +57,10 @@ def find_inputs(path: str | Path) -> list[Source]:
     """All restorable inputs at `path` (a file, or a folder searched recursively).
 
     Hidden files and folders (name starting with '.') and files that are not images
-    (by suffix, and no DICM preamble) are skipped. A `.dcm` file without a readable
-    header is still returned (as its own source) so reading it reports the problem.
+    (by suffix, and no DICM preamble) are skipped, as are DICOM objects that hold no
+    image (no Rows: structured reports, RT structures, DICOMDIR, ...). A `.dcm` file
+    without a readable header is still returned (as its own source) so reading it
+    reports the problem.
     Raises InputNotFoundError for a missing path, or a folder with nothing readable,
     and InputFormatError for a single file of an unsupported type.
     Returns sources sorted by `rel`.
@@ -85,10 +87,16 @@ def find_inputs(path: str | Path) -> list[Source]:
             dicom.append(f)
         elif kind is not None:
             sources.append(Source(f, (f,), kind, _rel(f, root)))
-    sources.extend(_group_series(dicom, root, taken={s.rel for s in sources}))
+    series, not_images = _group_series(dicom, root, taken={s.rel for s in sources})
+    sources.extend(series)
     if not sources:
+        skipped = ""
+        if not_images:
+            skipped = (f"; skipped {len(not_images)} DICOM file(s) without an image, "
+                       f"e.g. {_rel(not_images[0], root)}")
         raise InputNotFoundError(
             f"{root}: no readable images found (DICOM, NIfTI, PNG/TIFF/JPEG, whole-slide)"
+            f"{skipped}"
         )
     return sorted(sources, key=lambda s: str(s.rel))
 
@@ -195,22 +203,31 @@ def _series_uid(f: Path) -> str | None:
     return _series_header(f)[0]
 
 
-def _series_header(f: Path) -> tuple[str | None, str | None]:
-    """(SeriesInstanceUID, SeriesNumber) from the header; (None, None) if unreadable."""
+def _series_header(f: Path) -> tuple[str | None, str | None, bool]:
+    """(SeriesInstanceUID, SeriesNumber, is_image) from the header; (None, None, True)
+    if unreadable (so reading it reports the problem)."""
     import pydicom
 
     try:
         ds = pydicom.dcmread(
-            f, stop_before_pixels=True, specific_tags=["SeriesInstanceUID", "SeriesNumber"]
+            f, stop_before_pixels=True,
+            specific_tags=["SeriesInstanceUID", "SeriesNumber", "Rows"],
         )
     except Exception:
-        return None, None
+        return None, None, True
     uid, number = ds.get("SeriesInstanceUID"), ds.get("SeriesNumber")
-    return (str(uid) if uid else None), (None if number in (None, "") else str(number))
+    return (
+        str(uid) if uid else None,
+        None if number in (None, "") else str(number),
+        "Rows" in ds,
+    )
 
 
-def _group_series(files: list[Path], root: Path, *, taken: set[Path]) -> list[Source]:
-    """DICOM files -> one Source per SeriesInstanceUID (unreadable headers alone).
+def _group_series(
+    files: list[Path], root: Path, *, taken: set[Path]
+) -> tuple[list[Source], list[Path]]:
+    """DICOM files -> (one Source per SeriesInstanceUID, files skipped as non-images).
+    Files with unreadable headers become Sources of their own.
 
     A series of one file is that file; a larger one is the folder that holds all its
     files. When several outputs would share that folder name, each series gets a
@@ -219,9 +236,12 @@ def _group_series(files: list[Path], root: Path, *, taken: set[Path]) -> list[So
     by_uid: dict[str, list[Path]] = defaultdict(list)
     number_of: dict[str, str | None] = {}
     singles: list[Source] = []
+    not_images: list[Path] = []
     for f in files:
-        uid, number = _series_header(f)
-        if uid is None:
+        uid, number, is_image = _series_header(f)
+        if not is_image:
+            not_images.append(f)
+        elif uid is None:
             singles.append(Source(f, (f,), "dicom", _rel(f, root)))
         else:
             by_uid[uid].append(f)
@@ -250,7 +270,7 @@ def _group_series(files: list[Path], root: Path, *, taken: set[Path]) -> list[So
                 tag = f"s{number}" if unique else hashlib.sha1(uid.encode()).hexdigest()[:8]
                 rel = base.with_name(f"{base.name}_{tag}")
             out.append(Source(folder, tuple(group), "dicom", rel, uid))
-    return out
+    return out, not_images
 
 
 def _common_folder(files: list[Path]) -> Path:
