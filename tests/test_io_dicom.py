@@ -184,7 +184,9 @@ def test_multiframe_enhanced_ct(tmp_path):
     out = write(img.derived(img.array + 5.0), tmp_path / "out" / "mf.dcm", provenance=PROV)
     d = pydicom.dcmread(out)
     assert int(d.NumberOfFrames) == 4 and d.SeriesInstanceUID != ds.SeriesInstanceUID
-    assert list(d.ImageType)[:2] == ["DERIVED", "SECONDARY"]
+    assert list(d.ImageType) == ["DERIVED", "SECONDARY", "AXIAL", "NONE"]
+    frame_type = d.SharedFunctionalGroupsSequence[0].CTImageFrameTypeSequence[0].FrameType
+    assert list(frame_type) == ["DERIVED", "SECONDARY", "AXIAL", "NONE"]
     # Frame i of the output is derived from frame i of the input (file order kept).
     np.testing.assert_allclose(d.pixel_array.astype(float), frames + 5.0, atol=0.5)
     np.testing.assert_allclose(read(out).array, vol + 5.0, atol=1.0)
@@ -299,3 +301,16 @@ def test_duplicate_positions_rejected(tmp_path):
     save_datasets(dss, tmp_path / "dup")
     with pytest.raises(InputFormatError, match="dup.*several slices"):
         read(tmp_path / "dup")
+
+
+def test_resampled_uneven_series_keeps_slice_positions(tmp_path):
+    dss = synthetic_series(np.zeros((3, 4, 4)), spacing=(1.0, 1.0, 2.0))
+    dss[2].ImagePositionPatient = [0, 0, 7.5]  # gaps 2 mm and 5.5 mm
+    save_datasets(dss, tmp_path / "uneven")
+    img = read(tmp_path / "uneven")
+    up = img.derived(np.zeros((3, 8, 8), np.float32), scale=2)
+    out = write(up, tmp_path / "sr")
+    positions = sorted(
+        [float(v) for v in pydicom.dcmread(f).ImagePositionPatient] for f in out.iterdir()
+    )
+    np.testing.assert_allclose(positions, [[-0.25, -0.25, z] for z in (0.0, 2.0, 7.5)])

@@ -130,7 +130,7 @@ class _Deriver:
         ds = self._copy(src)
         values = self.image.array[z]
         if not self.same_grid:
-            _set_geometry(ds, self.image, z)
+            _set_geometry(ds, self.image, z, self.meta)
         if self.image.is_rgb:
             _set_pixels(ds, values.astype(np.uint8), rgb=True)
             return ds
@@ -182,6 +182,7 @@ class _Deriver:
         ds.SOPInstanceUID = generate_uid()
         ds.SeriesInstanceUID = self.series_uid
         ds.ImageType = ["DERIVED", "SECONDARY", *list(src.get("ImageType") or [])[2:]]
+        _mark_frame_types_derived(ds)
         ds.DerivationDescription = describe_provenance(self.provenance)
         ref = Dataset()
         ref.ReferencedSOPClassUID = src.SOPClassUID
@@ -215,6 +216,19 @@ class _Deriver:
         return ds
 
 
+def _mark_frame_types_derived(ds) -> None:
+    """Enhanced multi-frame objects repeat ImageType per frame as FrameType; its first
+    two values must agree with ImageType."""
+
+    def visit(_dataset, elem) -> None:
+        if elem.keyword == "FrameType" and elem.value:
+            elem.value = ["DERIVED", "SECONDARY", *list(elem.value)[2:]]
+
+    for kw in ("SharedFunctionalGroupsSequence", "PerFrameFunctionalGroupsSequence"):
+        for group in ds.get(kw) or []:
+            group.walk(visit)
+
+
 def _same_grid(image: Image, meta: DicomMeta) -> bool:
     """True when the output grid is the source grid (then geometry tags are copied)."""
     src = meta.datasets[0]
@@ -228,11 +242,21 @@ def _same_grid(image: Image, meta: DicomMeta) -> bool:
     )
 
 
-def _set_geometry(ds, image: Image, z: int) -> None:
-    """Position, orientation and pixel spacing of slice z from the image geometry."""
+def _set_geometry(ds, image: Image, z: int, meta: DicomMeta) -> None:
+    """Position, orientation and pixel spacing of slice z from the image geometry.
+
+    With the source orientation kept (in-plane resampling, e.g. SR), each slice moves
+    by the same in-plane shift as the origin, so uneven source slice gaps stay as
+    they were; otherwise slices are placed at origin + z * spacing along the normal."""
     d = np.asarray(image.direction, dtype=float).reshape(3, 3)
     sx, sy, sz = image.spacing
-    pos = np.asarray(image.origin, dtype=float) + d[:, 2] * sz * z
+    _, src_origin, src_direction = meta.geometry
+    src_pos = ds.get("ImagePositionPatient")
+    if src_pos is not None and np.allclose(image.direction, src_direction, atol=1e-9):
+        shift = np.asarray(image.origin, dtype=float) - np.asarray(src_origin, dtype=float)
+        pos = np.asarray([float(v) for v in src_pos]) + shift
+    else:
+        pos = np.asarray(image.origin, dtype=float) + d[:, 2] * sz * z
     ds.ImagePositionPatient = [_ds(v) for v in pos]
     ds.ImageOrientationPatient = [_ds(v) for v in (*d[:, 0], *d[:, 1])]
     ds.PixelSpacing = [_ds(sy), _ds(sx)]

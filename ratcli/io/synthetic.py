@@ -70,7 +70,9 @@ def synthetic_series(
     )
     if multiframe:
         ds = _base(sop_class=_SOP_CLASS[(modality, True)], instance=1, **common)
-        _enhanced_frames(ds, positions=positions, rescales=rescales, spacing=spacing, r=r, c=c)
+        _enhanced_frames(ds, positions=positions, rescales=rescales, spacing=spacing, r=r, c=c,
+                         modality=modality)
+        ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL", "NONE"]
         ds.NumberOfFrames = len(vol)
         _pixels(ds, np.stack(stored))
         return [ds]
@@ -153,7 +155,7 @@ def _base(*, sop_class: str, instance: int, modality: str, spacing, row, col, ui
     return ds
 
 
-def _enhanced_frames(ds, *, positions, rescales, spacing, r, c) -> None:
+def _enhanced_frames(ds, *, positions, rescales, spacing, r, c, modality: str) -> None:
     """Shared orientation/spacing and per-frame position/rescale functional groups."""
     from pydicom.dataset import Dataset
 
@@ -163,7 +165,9 @@ def _enhanced_frames(ds, *, positions, rescales, spacing, r, c) -> None:
             setattr(d, k, v)
         return d
 
+    frame_type = item(FrameType=["ORIGINAL", "PRIMARY", "AXIAL", "NONE"])
     shared = item(
+        **{f"{modality.replace('PT', 'PET')}ImageFrameTypeSequence": [frame_type]},
         PlaneOrientationSequence=[item(ImageOrientationPatient=[_ds(v) for v in (*r, *c)])],
         PixelMeasuresSequence=[item(PixelSpacing=[_ds(spacing[1]), _ds(spacing[0])],
                                     SliceThickness=_ds(spacing[2]))],
