@@ -1,0 +1,144 @@
+"""Whole-slide restoration that streams: memory does not grow with the slide.
+
+The output pyramid is written tile by tile in row-major order. Output tiles are made in
+chunks of `chunk_tiles` tiles along one tile row: the matching level-0 input region plus
+a `halo` of context on every side is read, restored with the `Restorer` (which tiles
+and blends inside the chunk), cropped back and handed to the `PyramidWriter`. Chunks
+with no tissue on the thumbnail's tissue mask are upsampled bicubically instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ratcli.errors import InputFormatError
+from ratcli.inference.restorer import Restorer
+from ratcli.inference.tissue import TissueMap, tissue_mask
+from ratcli.io.image import Domain, Image
+from ratcli.io.wsi import PyramidWriter, SlideCompression, SlideReader
+
+__all__ = ["restore_slide", "SlideReport"]
+
+
+@dataclass
+class SlideReport:
+    """What `restore_slide` did.
+
+    levels: (height, width) of every written level; mpp: output (x, y) microns per pixel
+    or None; chunks_model / chunks_background: chunks restored by the model / upsampled
+    bicubically; tissue_fraction: share of the thumbnail marked as tissue.
+    """
+
+    levels: list[tuple[int, int]] = field(default_factory=list)
+    mpp: tuple[float, float] | None = None
+    chunks_model: int = 0
+    chunks_background: int = 0
+    tissue_fraction: float = 0.0
+
+
+def restore_slide(
+    src: str | Path,
+    dst: str | Path,
+    restorer: Restorer,
+    *,
+    tile: int = 512,
+    chunk_tiles: int = 4,
+    halo: int | None = None,
+    compression: str | SlideCompression = SlideCompression.JPEG,
+    quality: int = 90,
+    skip_background: bool = True,
+    description: str = "",
+    on_progress: Callable[[int, int], None] | None = None,
+) -> SlideReport:
+    """Restore the slide at `src` into a pyramidal tiled BigTIFF at `dst`.
+
+    dst: written directly (wrap it in `atomic_output` for a safe final path).
+    tile: output tile edge, 256 or 512; chunk_tiles: output tiles per chunk.
+    halo: level-0 context pixels around each chunk (default: half the Restorer's
+        overlap, at least 16).
+    skip_background: chunks without tissue take a cheap bicubic path.
+    on_progress: called with (chunks done, chunks total).
+    Output size is the input's times the task's scale; MPP is the input's / scale.
+    """
+    s = restorer.scale
+    if restorer.task.channels != 3:
+        raise InputFormatError(f"{src}: slides are RGB; task {restorer.task.name} "
+                               "restores greyscale images")
+    if halo is None:
+        halo = max(16, round(restorer.tile * restorer.overlap / 2))
+    with SlideReader(src) as reader:
+        tissue = TissueMap(tissue_mask(reader.thumbnail()), width=reader.width,
+                           height=reader.height)
+        mpp = None if reader.mpp is None else (reader.mpp[0] / s, reader.mpp[1] / s)
+        writer = PyramidWriter(dst, width=reader.width * s, height=reader.height * s,
+                               tile=tile, mpp=mpp, compression=compression, quality=quality,
+                               description=description)
+        report = SlideReport(mpp=mpp, tissue_fraction=tissue.fraction)
+        chunks = _Chunker(reader, restorer, tissue, tile=tile, chunk_tiles=chunk_tiles,
+                          halo=halo, skip_background=skip_background, report=report,
+                          on_progress=on_progress)
+        report.levels = writer.write(chunks.tiles())
+    return report
+
+
+class _Chunker:
+    """Level-0 output tiles of the restored slide, in row-major order, chunk by chunk."""
+
+    def __init__(self, reader: SlideReader, restorer: Restorer, tissue: TissueMap, *,
+                 tile: int, chunk_tiles: int, halo: int, skip_background: bool,
+                 report: SlideReport, on_progress: Callable[[int, int], None] | None) -> None:
+        self.reader, self.restorer, self.tissue = reader, restorer, tissue
+        self.s = restorer.scale
+        self.tile, self.chunk_tiles, self.halo = tile, chunk_tiles, halo
+        self.skip_background = skip_background
+        self.report, self.on_progress = report, on_progress
+
+    def tiles(self) -> Iterator[np.ndarray]:
+        s, t = self.s, self.tile
+        H, W = self.reader.height * s, self.reader.width * s
+        ny, nx = -(-H // t), -(-W // t)
+        per_row = -(-nx // self.chunk_tiles)
+        done = 0
+        for ty in range(ny):
+            for c0 in range(0, nx, self.chunk_tiles):
+                c1 = min(c0 + self.chunk_tiles, nx)
+                # Output rectangle of this chunk, clipped at the slide's edges.
+                oy, ox = ty * t, c0 * t
+                oh, ow = min(t, H - oy), min(c1 * t, W) - ox
+                out = self._chunk(oy // s, ox // s, oh // s, ow // s)
+                for c in range(c1 - c0):
+                    yield out[:, c * t : (c + 1) * t]
+                done += 1
+                if self.on_progress is not None:
+                    self.on_progress(done, ny * per_row)
+
+    def _chunk(self, y: int, x: int, h: int, w: int) -> np.ndarray:
+        """Restored level-0 rectangle (h*s, w*s, 3) uint8, computed with a halo."""
+        r = self.reader
+        y0, x0 = max(0, y - self.halo), max(0, x - self.halo)
+        y1, x1 = min(r.height, y + h + self.halo), min(r.width, x + w + self.halo)
+        region = r.read(x0, y0, x1 - x0, y1 - y0)  # (y1-y0, x1-x0, 3)
+        if self.skip_background and not self.tissue.any(x, y, w, h):
+            self.report.chunks_background += 1
+            big = _bicubic(region, self.s)
+        else:
+            self.report.chunks_model += 1
+            image = Image(region[None], domain=Domain.RGB8, modality="SM", source=r.path)
+            big = self.restorer.restore(image).array[0]
+        s = self.s
+        return big[(y - y0) * s : (y - y0 + h) * s, (x - x0) * s : (x - x0 + w) * s]
+
+
+def _bicubic(rgb: np.ndarray, scale: int) -> np.ndarray:
+    """(h, w, 3) uint8 -> (h*scale, w*scale, 3) uint8, bicubic."""
+    if scale == 1:
+        return rgb
+    t = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)[None].float()
+    up = F.interpolate(t, scale_factor=scale, mode="bicubic", align_corners=False)
+    return up[0].permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8).numpy()
