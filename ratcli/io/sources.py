@@ -130,9 +130,11 @@ def is_slide(path: str | Path) -> bool:
             if max(page.shape[:2]) > SLIDE_MIN_EDGE or len(tif.series[0].levels) > 1:
                 return True
             # A generic pyramid: further tiled pages, each smaller than level 0.
-            return any(
-                pg.is_tiled and pg.shape[0] < page.shape[0] for pg in list(tif.pages)[1:4]
-            )
+            for i in range(1, min(len(tif.pages), 4)):
+                pg = tif.pages[i]
+                if pg.is_tiled and pg.shape[0] < page.shape[0]:
+                    return True
+            return False
     except Exception:
         # Unreadable TIFFs are reported by the plain-image reader, which names the problem.
         return False
