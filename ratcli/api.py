@@ -11,6 +11,7 @@ Problems that concern the whole run (bad options, missing or unusable weights) r
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
@@ -21,6 +22,7 @@ from ratcli.errors import (
     CheckpointError,
     InputFormatError,
     OutputExistsError,
+    OutputNotWritableError,
     RatError,
     UsageError,
     WeightsNotFoundError,
@@ -268,9 +270,15 @@ def _restore_source(session: Session, source: Source, out: Path, *, overwrite: b
 
 
 def _refuse_existing(out: Path, overwrite: bool) -> None:
-    """Fail before any work (not after minutes of inference) when the output exists."""
+    """Fail before any work (not after minutes of inference) when the output exists or
+    its folder cannot be made; the writer checks again when it writes."""
     if not overwrite and (out.exists() or out.is_symlink()):
         raise OutputExistsError(f"{out}: output exists (use --overwrite to replace it)")
+    folder = out.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
+        raise OutputNotWritableError(f"{out}: cannot write in {folder}")
 
 
 def _check_checkpoint(ckpt, task: TaskSpec) -> None:

@@ -8,6 +8,7 @@ some failed (the others are still processed), 2 for usage errors.
 
 from __future__ import annotations
 
+import logging
 import sys
 from enum import StrEnum
 from pathlib import Path
@@ -99,6 +100,9 @@ def sr(
 def _run(inputs: list[str], output: Path, *, as_json: bool, quiet: bool, overwrite: bool,
          regions: str, **options) -> None:
     failed = 0
+    if not state.debug:
+        # tifffile logs warnings about corrupt files; rat reports them as one error line
+        logging.getLogger("tifffile").setLevel(logging.ERROR)
     with guard():
         paths = _expand_stdin(inputs)
         partitioner = _partitioner(regions)

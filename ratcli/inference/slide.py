@@ -112,11 +112,11 @@ class _Chunker:
                 oy, ox = ty * t, c0 * t
                 oh, ow = min(t, H - oy), min(c1 * t, W) - ox
                 out = self._chunk(oy // s, ox // s, oh // s, ow // s)
-                for c in range(c1 - c0):
-                    yield out[:, c * t : (c + 1) * t]
                 done += 1
                 if self.on_progress is not None:
                     self.on_progress(done, ny * per_row)
+                for c in range(c1 - c0):
+                    yield out[:, c * t : (c + 1) * t]
 
     def _chunk(self, y: int, x: int, h: int, w: int) -> np.ndarray:
         """Restored level-0 rectangle (h*s, w*s, 3) uint8, computed with a halo."""

@@ -1,0 +1,169 @@
+"""Slides: pyramid writer read back by OpenSlide, reader, streaming restoration."""
+
+import numpy as np
+import openslide
+import pytest
+import torch
+import torch.nn.functional as F
+
+from ratcli.errors import InputFormatError, OutputExistsError
+from ratcli.inference import Restorer
+from ratcli.inference.slide import restore_slide
+from ratcli.inference.tissue import TissueMap, tissue_mask
+from ratcli.io import find_inputs, read, write
+from ratcli.io.wsi import PyramidWriter, SlideReader, pyramid_shapes, slide_tiles
+from ratcli.models import RATConfig, build_rat
+from ratcli.phantoms import he_tile
+from ratcli.tasks import TASKS
+
+
+def _gradient(h: int, w: int) -> np.ndarray:
+    yy, xx = np.mgrid[0:h, 0:w]
+    return np.stack([(xx * 255 // max(w - 1, 1)), (yy * 255 // max(h - 1, 1)),
+                     np.full_like(xx, 180)], -1).astype(np.uint8)
+
+
+def _slide(path, h=300, w=420, *, tissue=(40, 60, 128), mpp=(0.5, 0.5), tile=256):
+    """Glass (243) with one square of H&E-like tissue at (y, x) of edge `size`."""
+    rgb = np.full((h, w, 3), 243, np.uint8)
+    y, x, size = tissue
+    rgb[y : y + size, x : x + size] = he_tile(size=size)
+    PyramidWriter(path, width=w, height=h, tile=tile, mpp=mpp).write(slide_tiles(rgb, tile))
+    return rgb
+
+
+def test_pyramid_lossless_roundtrip_levels_and_mpp(tmp_path):
+    rgb = _gradient(600, 777)
+    path = tmp_path / "p.tif"
+    shapes = PyramidWriter(path, width=777, height=600, tile=256, mpp=(0.25, 0.3),
+                           compression="lossless", description="rat test").write(
+        slide_tiles(rgb, 256))
+    assert shapes == [(600, 777), (300, 389), (150, 195)]
+    s = openslide.OpenSlide(path)
+    assert openslide.OpenSlide.detect_format(path) == "generic-tiff"
+    assert s.level_count == 3 and s.dimensions == (777, 600)
+    assert float(s.properties["openslide.mpp-x"]) == pytest.approx(0.25)
+    assert float(s.properties["openslide.mpp-y"]) == pytest.approx(0.3)
+    level0 = np.asarray(s.read_region((0, 0), 0, (777, 600)))[..., :3]
+    np.testing.assert_array_equal(level0, rgb)
+    level1 = np.asarray(s.read_region((0, 0), 1, (389, 300)))[..., :3].astype(int)
+    padded = np.pad(rgb, ((0, 0), (0, 1), (0, 0)), mode="edge").astype(int)
+    halved = (padded[0::2, 0::2] + padded[1::2, 0::2] + padded[0::2, 1::2]
+              + padded[1::2, 1::2] + 2) // 4
+    np.testing.assert_array_equal(level1, halved)
+
+
+def test_pyramid_jpeg_is_close_and_small_images_still_get_two_levels(tmp_path):
+    rgb = _gradient(100, 120)
+    path = tmp_path / "j.tif"
+    PyramidWriter(path, width=120, height=100, tile=256).write(slide_tiles(rgb, 256))
+    s = openslide.OpenSlide(path)
+    assert s.level_count == 2  # OpenSlide needs >= 2 levels for a pyramid
+    got = np.asarray(s.read_region((0, 0), 0, (120, 100)))[..., :3].astype(int)
+    assert np.abs(got - rgb).mean() < 2.0
+    assert "openslide.mpp-x" not in s.properties  # no MPP given, none invented
+
+
+def test_pyramid_shapes_halve_until_one_tile():
+    assert pyramid_shapes(4000, 3000, tile=512) == [(4000, 3000), (2000, 1500), (1000, 750),
+                                                    (500, 375)]
+    assert pyramid_shapes(10, 10, tile=256) == [(10, 10), (5, 5)]
+
+
+def test_pyramid_writer_rejects_wrong_tiles(tmp_path):
+    w = PyramidWriter(tmp_path / "bad.tif", width=300, height=100, tile=256)
+    with pytest.raises(ValueError, match="expected"):
+        w.write(iter([np.zeros((100, 300, 3), np.uint8)]))
+    with pytest.raises(ValueError, match="got 1 tiles"):
+        PyramidWriter(tmp_path / "few.tif", width=300, height=100, tile=256).write(
+            iter([np.zeros((100, 256, 3), np.uint8)]))
+
+
+def test_reader_region_thumbnail_and_bad_file(tmp_path):
+    rgb = _slide(tmp_path / "s.tif")
+    with SlideReader(tmp_path / "s.tif") as r:
+        assert (r.width, r.height, r.mpp) == (420, 300, (0.5, 0.5))
+        region = r.read(50, 30, 64, 48)
+        assert region.shape == (48, 64, 3)
+        assert np.abs(region.astype(int) - rgb[30:78, 50:114]).mean() < 4.0
+        # Outside the slide OpenSlide returns transparent pixels: they become background.
+        edge = r.read(400, 280, 40, 40)
+        assert edge[25:, 25:].min() == 255
+        assert max(r.thumbnail(64).shape[:2]) == 64
+    (tmp_path / "fake.svs").write_bytes(b"not a slide at all")
+    with pytest.raises(InputFormatError, match="fake.svs: not a readable whole-slide image"):
+        SlideReader(tmp_path / "fake.svs")
+
+
+def test_tissue_mask_finds_stained_square_not_glass():
+    rgb = np.full((100, 100, 3), 243, np.uint8)
+    rgb[20:50, 30:70] = he_tile(size=64)[:30, :40]
+    mask = tissue_mask(rgb, grow=0)
+    assert mask[25:45, 35:65].mean() > 0.7 and mask[60:, :].sum() == 0
+    tm = TissueMap(mask, width=1000, height=1000)  # thumbnail at 1/10 scale
+    assert tm.any(300, 200, 100, 100) and not tm.any(0, 700, 300, 300)
+
+
+def _sr_restorer(scale: int = 2) -> Restorer:
+    torch.manual_seed(0)
+    cfg = RATConfig(in_channels=3, out_channels=3, width=8, num_groups=1, layers_per_group=1,
+                    enc_blocks=1, dec_blocks=1, scale=scale)
+    return Restorer(build_rat(cfg), TASKS[f"sr-x{scale}"], tile=64, device="cpu")
+
+
+def test_restore_slide_streams_a_pyramid_with_scaled_size_and_mpp(tmp_path):
+    rgb = _slide(tmp_path / "in.tif", h=300, w=420, tissue=(40, 60, 48))
+    done = []
+    report = restore_slide(tmp_path / "in.tif", tmp_path / "out.tif", _sr_restorer(2),
+                           tile=256, chunk_tiles=1, on_progress=lambda d, t: done.append(d))
+    s = openslide.OpenSlide(tmp_path / "out.tif")
+    assert s.level_count >= 2
+    assert s.dimensions == (840, 600)
+    assert float(s.properties["openslide.mpp-x"]) == pytest.approx(0.25)
+    assert float(s.properties["openslide.mpp-y"]) == pytest.approx(0.25)
+    assert report.levels[0] == (600, 840) and report.mpp == (0.25, 0.25)
+    # 3 tile rows x 4 chunks of one tile; the tissue lies in the first chunk only.
+    assert (report.chunks_model, report.chunks_background) == (1, 11)
+    assert done == list(range(1, 13))
+    out = np.asarray(s.read_region((0, 0), 0, (840, 600)))[..., :3].astype(int)
+    # Glass far from the tissue went the bicubic way: still glass.
+    assert np.abs(out[300:, 300:] - 243).max() <= 6  # JPEG in, JPEG out
+    # Tissue went through the (random) model: not the bicubic image, but the right place.
+    bic = F.interpolate(torch.from_numpy(rgb).permute(2, 0, 1)[None].float(), scale_factor=2,
+                        mode="bicubic", align_corners=False)[0].permute(1, 2, 0).numpy()
+    assert np.abs(out[80:176, 120:216] - bic[80:176, 120:216]).mean() > 1.0
+
+
+def test_restore_slide_without_mpp_and_background_skip_off(tmp_path):
+    _slide(tmp_path / "in.tif", h=70, w=60, tissue=(10, 10, 32), mpp=None)
+    report = restore_slide(tmp_path / "in.tif", tmp_path / "out.tif", _sr_restorer(4),
+                           tile=256, skip_background=False, compression="lossless")
+    s = openslide.OpenSlide(tmp_path / "out.tif")
+    assert s.dimensions == (240, 280) and s.level_count >= 2
+    assert "openslide.mpp-x" not in s.properties and report.mpp is None
+    assert report.chunks_background == 0
+
+
+def test_restore_slide_refuses_a_greyscale_task(tmp_path):
+    _slide(tmp_path / "in.tif", h=64, w=64, tissue=(0, 0, 32))
+    cfg = RATConfig(width=8, num_groups=1, layers_per_group=1)
+    r = Restorer(build_rat(cfg), TASKS["ct"], device="cpu")
+    with pytest.raises(InputFormatError, match="in.tif: slides are RGB"):
+        restore_slide(tmp_path / "in.tif", tmp_path / "out.tif", r)
+
+
+def test_io_read_and_write_dispatch_for_slides(tmp_path):
+    rgb = _slide(tmp_path / "big.tif", h=300, w=420, tissue=(40, 60, 128))
+    (src,) = find_inputs(tmp_path / "big.tif")
+    assert src.kind == "slide"
+    image = read(src)
+    assert image.array.shape == (1, 300, 420, 3) and image.meta["format"] == "slide"
+    assert image.spacing[:2] == pytest.approx((0.0005, 0.0005))  # mm
+    assert np.abs(image.array[0].astype(int) - rgb).mean() < 3.0
+    out = write(image.derived(image.array, scale=1), tmp_path / "copy.tif",
+                provenance={"task": "sr-x2"})
+    s = openslide.OpenSlide(out)
+    assert s.level_count >= 2 and float(s.properties["openslide.mpp-x"]) == pytest.approx(0.5)
+    assert "task=sr-x2" in s.properties["tiff.ImageDescription"]
+    with pytest.raises(OutputExistsError):
+        write(image, tmp_path / "copy.tif")
