@@ -75,6 +75,12 @@ def test_none_and_precomputed(no_sam, tmp_path):
     np.testing.assert_array_equal(pre.partition_volume(np.zeros((2, 4, 6), np.float32)), maps)
     with pytest.raises(GeometryMismatchError, match="maps.npy: label maps are 2x4x6"):
         pre.partition_volume(np.zeros((2, 4, 5), np.float32))
+    # slice by slice, in order (as inference calls it), upscaled for an x2 SR input
+    assert [int((pre(np.zeros((4, 6), np.float32)) == maps[z]).all()) for z in (0, 1)] == [1, 1]
+    np.testing.assert_array_equal(pre(np.zeros((8, 12), np.float32)),
+                                  np.repeat(np.repeat(maps[0], 2, 0), 2, 1))
+    with pytest.raises(GeometryMismatchError, match="the image is 5x6"):
+        pre(np.zeros((5, 6), np.float32))
     np.save(tmp_path / "one.npy", maps[0])
     np.testing.assert_array_equal(make_partitioner(str(tmp_path / "one.npy"))(
         np.zeros((4, 6), np.float32)), maps[0])

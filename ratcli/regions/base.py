@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ratcli.errors import GeometryMismatchError, InputFormatError, UsageError
+from ratcli.errors import GeometryMismatchError, InputFormatError
 
 __all__ = [
     "Partitioner",
@@ -69,7 +69,9 @@ class PrecomputedPartitioner(Partitioner):
     """Label maps read from a file (NIfTI, TIFF, PNG, .npy), written e.g. by `rat regions`.
 
     The file holds (Z, H, W) or (H, W) integer labels. `partition_volume(volume)` needs
-    the same (Z, H, W); calling it on one slice needs a single-slice file.
+    the same Z, H, W. Called slice by slice (as inference does, in slice order), the
+    k-th call returns slice k mod Z. A slice k times larger than the maps on both sides
+    (super-resolution input upsampled by k) gets the maps upscaled (nearest neighbour).
     """
 
     name = "precomputed"
@@ -77,24 +79,36 @@ class PrecomputedPartitioner(Partitioner):
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.labels = read_label_file(self.path)
+        self._next = 0
 
     @property
     def settings(self) -> dict:
         return {"path": str(self.path)}
 
     def partition_volume(self, volume: np.ndarray) -> np.ndarray:
-        if self.labels.shape != volume.shape[:3]:
+        if volume.shape[0] != self.labels.shape[0]:
             raise GeometryMismatchError(
                 f"{self.path}: label maps are {_shape(self.labels.shape)}, "
                 f"the image is {_shape(volume.shape[:3])}"
             )
-        return self.labels
+        return np.stack([self._fit(self.labels[z], volume.shape[1:3], volume.shape[:3])
+                         for z in range(volume.shape[0])])
 
     def _partition(self, slice2d: np.ndarray) -> np.ndarray:
-        if self.labels.shape[0] != 1:
-            raise UsageError(f"{self.path}: holds {self.labels.shape[0]} slices; "
-                             "label a whole volume with partition_volume()")
-        return self.partition_volume(slice2d[None])[0]
+        z = self._next % self.labels.shape[0]
+        self._next += 1
+        return self._fit(self.labels[z], slice2d.shape[:2], slice2d.shape[:2])
+
+    def _fit(self, labels: np.ndarray, shape: tuple[int, ...], image: tuple) -> np.ndarray:
+        """`labels` at `shape`: as is, or upscaled by an integer factor."""
+        (h, w), (H, W) = labels.shape, shape
+        k = H // h
+        if (h * k, w * k) != (H, W) or k < 1:
+            raise GeometryMismatchError(
+                f"{self.path}: label maps are {_shape(self.labels.shape)}, "
+                f"the image is {_shape(image)}"
+            )
+        return upscale_labels(labels, k)
 
 
 def read_label_file(path: Path) -> np.ndarray:
