@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from ratcli.errors import UsageError
+from ratcli.io.image import Image
 from ratcli.tasks import TASKS
 from ratcli.training.degrade import (
     BicubicDown,
@@ -127,3 +128,10 @@ def test_make_degradation_follows_the_task_table():
     sr = make_degradation(TASKS["sr-x2"])
     assert isinstance(sr, BicubicDown) and sr.scale == 2
     assert make_degradation(TASKS["ct"], dose=0.5).describe()["dose"] == 0.5
+
+
+def test_ct_pixel_size_comes_from_the_image_unless_set():
+    img = Image(np.zeros((1, 8, 8), np.float32), spacing=(2.5, 2.5, 1.0))
+    assert LowDoseCT().for_image(img).pixel_mm == 2.5
+    assert LowDoseCT(pixel_mm=1.0).for_image(img).pixel_mm == 1.0
+    assert LowCountPET().for_image(img) == LowCountPET()

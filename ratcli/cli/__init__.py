@@ -4,6 +4,7 @@ from ratcli.cli import (
     info,  # noqa: F401  (registers commands)
     regions,  # noqa: F401
     restore,  # noqa: F401
+    train,  # noqa: F401
     weights,  # noqa: F401
 )
 from ratcli.cli.app import app

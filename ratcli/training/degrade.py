@@ -15,13 +15,14 @@ one from the task table.
 from __future__ import annotations
 
 import io
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from ratcli.errors import UsageError
+from ratcli.io.image import Image
 from ratcli.tasks import TaskSpec
 
 __all__ = [
@@ -33,6 +34,8 @@ __all__ = [
     "MU_WATER_PER_MM",
 ]
 
+# Pixel size assumed for a bare array with no spacing (mm): a 512 px, 350 mm field of view.
+DEFAULT_PIXEL_MM = 0.7
 # Linear attenuation coefficient of water at ~70 keV effective energy (0.192 /cm), 1/mm.
 MU_WATER_PER_MM = 0.0192
 
@@ -44,6 +47,10 @@ class Degradation:
 
     def __call__(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         raise NotImplementedError
+
+    def for_image(self, image: Image) -> Degradation:
+        """This simulator adapted to one image's geometry (default: unchanged)."""
+        return self
 
     def describe(self) -> dict:
         return asdict(self)  # type: ignore[call-overload]  (subclasses are dataclasses)
@@ -65,23 +72,32 @@ class LowDoseCT(Degradation):
 
     photons: incident photons per ray at full dose (dose = 1).
     dose: dose fraction in (0, 1], e.g. 0.25 for quarter dose.
-    pixel_mm: in-plane pixel size in mm (noise depends on it, as on a scanner).
+    pixel_mm: in-plane pixel size in mm (noise depends on it, as on a scanner); None =
+        each image's own x spacing (`for_image`), DEFAULT_PIXEL_MM for a bare array.
     """
 
     dose: float = 0.25
     photons: float = 1e6
     electronic_noise: float = 0.0
     views: int = 360
-    pixel_mm: float = 0.7
+    pixel_mm: float | None = None
     filter_name: str = "shepp-logan"
     name: str = "ct-lowdose"
 
     def __post_init__(self) -> None:
         _check_dose(self.dose)
-        if self.photons <= 0 or self.views < 2 or self.pixel_mm <= 0 or self.electronic_noise < 0:
+        bad_px = self.pixel_mm is not None and self.pixel_mm <= 0
+        if self.photons <= 0 or self.views < 2 or bad_px or self.electronic_noise < 0:
             raise UsageError(
                 "CT simulator: photons and pixel_mm must be > 0, views >= 2, electronic noise >= 0"
             )
+
+    def for_image(self, image: Image) -> LowDoseCT:
+        """The same simulator at the image's in-plane pixel size (x spacing, mm), unless
+        pixel_mm was set explicitly."""
+        if self.pixel_mm is not None:
+            return self  # set explicitly: it wins over the file's spacing
+        return replace(self, pixel_mm=float(image.spacing[0]))
 
     def __call__(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """image: (H, W) float HU. Returns (H, W) float32 HU with low-dose noise."""
@@ -94,14 +110,15 @@ class LowDoseCT(Degradation):
         canvas = np.zeros((n, n))
         canvas[(n - H) // 2:(n - H) // 2 + H, (n - W) // 2:(n - W) // 2 + W] = mu
         theta = np.linspace(0.0, 180.0, self.views, endpoint=False)
-        line = radon(canvas, theta=theta, circle=False) * self.pixel_mm  # dimensionless
+        px = self.pixel_mm or DEFAULT_PIXEL_MM
+        line = radon(canvas, theta=theta, circle=False) * px  # dimensionless
         i0 = self.photons * self.dose
         counts = rng.poisson(i0 * np.exp(-line)).astype(np.float64)
         if self.electronic_noise > 0:
             counts += rng.normal(0.0, self.electronic_noise, counts.shape)
         # a detector never reports fewer than ~1 photon; clamp before the log
         noisy = -np.log(np.maximum(counts, 0.5) / i0)
-        delta = iradon((noisy - line) / self.pixel_mm, theta=theta, circle=False,
+        delta = iradon((noisy - line) / px, theta=theta, circle=False,
                        output_size=n, filter_name=self.filter_name)
         delta = delta[(n - H) // 2:(n - H) // 2 + H, (n - W) // 2:(n - W) // 2 + W]
         return (image + 1000.0 * delta / MU_WATER_PER_MM).astype(np.float32)
@@ -193,7 +210,7 @@ def make_degradation(
     dose: float = 0.25,
     photons: float = 1e6,
     electronic_noise: float = 0.0,
-    pixel_mm: float = 0.7,
+    pixel_mm: float | None = None,
     counts: float = 30.0,
     blur_sigma: float = 0.0,
     noise_sigma: float = 0.0,

@@ -1,0 +1,274 @@
+"""`rat evaluate`: models and classical baselines on paired data, metrics per image and
+aggregated, written as CSV + JSON + a PNG figure.
+
+    report = evaluate(get_task("ct"), weights=["runs/ct/model.pt"], data="eval/",
+                      out="eval-report/")
+    report.summary["model"]["psnr"]["mean"]
+
+Data: a data spec as in data.py (paired `low/` + `full/` folders, single-quality data
+degraded by the simulator with `sim_seed`, or `synthetic:...`). Models run through
+`ratcli.inference.Restorer` on whole volumes (one normalisation per volume, as
+`rat denoise` does), with the region method recorded in the checkpoint unless `regions`
+overrides it. Metrics are computed per 2D slice (an "image") in physical units; see
+metrics.py for their definitions and report.py for the file columns.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ratcli.errors import OutputExistsError, UsageError
+from ratcli.tasks import TaskSpec
+from ratcli.training.baselines import BASELINES, baselines_for, run_baseline
+from ratcli.training.data import VolumePair, load_pairs, parse_data_spec
+from ratcli.training.degrade import Degradation, make_degradation
+from ratcli.training.metrics import CT_DISPLAY_WINDOW, METRIC_COLUMNS, definitions, image_metrics
+from ratcli.training.metrics import summarize as summarize_values
+
+__all__ = ["evaluate", "EvalReport", "REPORT_FILES"]
+
+REPORT_FILES = {"csv": "metrics.csv", "summary": "summary.csv", "json": "report.json",
+                "figure": "figure.png"}
+
+ProgressFn = Callable[[int, int], None]  # (volumes x methods done, total)
+
+
+@dataclass
+class EvalReport:
+    """rows: one dict per image and method (report.IMAGE_COLUMNS keys); summary:
+    {method: {metric: {n, mean, std, ci95_low, ci95_high}}}; methods: one dict per
+    method (name, kind, weights, sha256, regions); files: {"csv"|"summary"|"json"|
+    "figure": path}."""
+
+    task: str
+    rows: list[dict]
+    summary: dict[str, dict[str, dict]]
+    methods: list[dict]
+    definitions: dict[str, str]
+    files: dict[str, Path] = field(default_factory=dict)
+
+
+def evaluate(
+    task: TaskSpec,
+    *,
+    weights: Sequence[str | Path] = (),
+    data: str | Path,
+    out: str | Path,
+    baselines: Sequence[str] | None = None,
+    regions: str | None = None,
+    degradation: Degradation | None = None,
+    sim_seed: int = 99,
+    device: str = "auto",
+    figures: int = 3,
+    overwrite: bool = False,
+    on_progress: ProgressFn | None = None,
+) -> EvalReport:
+    """Evaluate `weights` (checkpoint paths or manifest names) and baselines on `data`.
+
+    baselines: names from baselines.BASELINES (None: all that apply to the task; [] for
+    none). regions: none | classical | sam | auto, overriding each checkpoint's own.
+    degradation: simulator for single-quality/synthetic data (default: the task's).
+    sim_seed: seeds that simulation (differs from training's default seeds 0 and 1).
+    figures: images shown in figure.png (0: no figure). Writes REPORT_FILES into `out`.
+    """
+    out = Path(out)
+    _refuse_existing(out, overwrite, figures)
+    names = baselines_for(task, None if baselines is None else list(baselines))
+    models = [_load_model(w, task, regions) for w in weights]
+    _name_models(models)
+    if not names and not models:
+        raise UsageError("nothing to evaluate: give --weights or at least one baseline")
+    spec = parse_data_spec(data)
+    degradation = degradation or make_degradation(task)
+    pairs = load_pairs(spec, task, degradation=degradation, seed=sim_seed)
+
+    rows: list[dict] = []
+    shown: list[tuple[str, dict]] = []
+    total, done = len(pairs) * (len(names) + len(models)), 0
+    picks = _figure_picks(pairs, figures)
+    for pair in pairs:
+        outputs: dict[str, np.ndarray] = {}
+        seconds: dict[str, float] = {}
+        for name in names:
+            t0 = time.perf_counter()
+            outputs[name] = run_baseline(name, pair.input.array, task=task)
+            seconds[name] = time.perf_counter() - t0
+            done += 1
+            _tick(on_progress, done, total)
+        for m in models:
+            t0 = time.perf_counter()
+            outputs[m.name] = m.restorer(device).restore(pair.input).array
+            seconds[m.name] = time.perf_counter() - t0
+            done += 1
+            _tick(on_progress, done, total)
+        rows += _image_rows(pair, outputs, seconds, task, {m.name for m in models})
+        shown += [(f"{pair.name}[{z}]", _panels(pair, outputs, z, models, names))
+                  for z in picks.get(pair.name, [])]
+
+    kinds = {n: "baseline" for n in names} | {m.name: "model" for m in models}
+    summary = {method: {c: summarize_values([r[c] for r in rows if r["method"] == method])
+                        for c in METRIC_COLUMNS} for method in kinds}
+    methods = [{"name": n, "kind": "baseline"} for n in names] + [m.record() for m in models]
+    report = EvalReport(task.name, rows, summary, methods, definitions(task))
+    _write(report, out, kinds, shown, task, spec.describe(),
+           None if spec.kind == "paired" else degradation.describe())
+    return report
+
+
+# -- private helpers, in call order -----------------------------------------------------
+
+
+def _refuse_existing(out: Path, overwrite: bool, figures: int) -> None:
+    for key, name in REPORT_FILES.items():
+        if key == "figure" and figures == 0:
+            continue
+        if (out / name).exists() and not overwrite:
+            raise OutputExistsError(f"{out / name}: output exists (use --overwrite to replace it)")
+
+
+@dataclass
+class _Model:
+    """A checkpoint to evaluate; `restorer(device)` builds its Restorer once."""
+
+    name: str
+    path: Path
+    checkpoint: object
+    regions: str
+    task: TaskSpec
+    _restorer: object = None
+
+    def restorer(self, device: str):
+        if self._restorer is None:
+            from ratcli.inference import Restorer
+
+            part = None
+            if self.regions != "none":
+                from ratcli.regions import make_partitioner
+
+                part = make_partitioner(self.regions, cache=True)
+            model = self.checkpoint.build("cpu")
+            # whole images in one tile: evaluation images are small and it is exact
+            self._restorer = Restorer(model, self.task, tile=4096, overlap=0.0, batch_size=1,
+                                      device=device, partitioner=part)
+        return self._restorer
+
+    def record(self) -> dict:
+        return {"name": self.name, "kind": "model", "weights": str(self.path),
+                "sha256": self.checkpoint.sha256, "regions": self.regions,
+                "provenance": self.checkpoint.meta.get("provenance", {}).get("data")}
+
+
+def _load_model(weights: str | Path, task: TaskSpec, regions: str | None) -> _Model:
+    from ratcli.models import load_checkpoint
+    from ratcli.weights import resolve_weights
+
+    path = resolve_weights(weights)
+    ckpt = load_checkpoint(path)
+    trained_for = ckpt.meta.get("task")
+    if trained_for is not None and trained_for != task.name:
+        raise UsageError(f"{path}: checkpoint was trained for task {trained_for}, not {task.name}")
+    if ckpt.config.scale != task.scale or ckpt.config.in_channels != task.channels:
+        raise UsageError(f"{path}: model (scale {ckpt.config.scale}, {ckpt.config.in_channels} "
+                         f"channels) does not fit task {task.name}")
+    method = regions or ckpt.meta.get("regions") or "none"
+    name = path.parent.name if path.name == "model.pt" else path.stem
+    return _Model(name, path, ckpt, method, task)
+
+
+def _name_models(models: list[_Model]) -> None:
+    """Make model names unique (and distinct from baseline names) by numbering repeats."""
+    seen: dict[str, int] = {}
+    for m in models:
+        base = f"rat-{m.name}" if m.name in BASELINES else m.name
+        seen[base] = seen.get(base, 0) + 1
+        m.name = base if seen[base] == 1 else f"{base}-{seen[base]}"
+
+
+def _figure_picks(pairs: list[VolumePair], count: int) -> dict[str, list[int]]:
+    """{volume name: slice indices} of `count` images spread evenly over the data set."""
+    flat = [(p.name, z) for p in pairs for z in range(p.target.num_slices)]
+    if count <= 0:
+        return {}
+    picks: dict[str, list[int]] = {}
+    for i in np.unique(np.linspace(0, len(flat) - 1, min(count, len(flat))).round().astype(int)):
+        name, z = flat[i]
+        picks.setdefault(name, []).append(z)
+    return picks
+
+
+def _tick(on_progress: ProgressFn | None, done: int, total: int) -> None:
+    if on_progress is not None:
+        on_progress(done, total)
+
+
+def _image_rows(pair: VolumePair, outputs: dict[str, np.ndarray], seconds: dict[str, float],
+                task: TaskSpec, model_names: set[str]) -> list[dict]:
+    rows = []
+    Z = pair.target.num_slices
+    for z in range(Z):
+        target = pair.target.array[z]
+        for method, volume in outputs.items():
+            rows.append({"image": f"{pair.name}[{z}]", "method": method,
+                         "kind": "model" if method in model_names else "baseline",
+                         **image_metrics(volume[z], target, task=task),
+                         "seconds": seconds[method] / Z})
+    return rows
+
+
+def _panels(pair: VolumePair, outputs: dict[str, np.ndarray], z: int, models: list[_Model],
+            names: list[str]) -> dict[str, np.ndarray]:
+    """Figure columns for one image: input, outputs (models, else the first non-input
+    baseline), target, and the |error| map of each output shown."""
+    shown = [m.name for m in models] or [n for n in names if n != "input"][:1] or names[:1]
+    target = pair.target.array[z]
+    panels = {"input": pair.input.array[z]}
+    panels |= {name: outputs[name][z] for name in shown}
+    panels["target"] = target
+    for name in shown:
+        panels[f"|err| {name}"] = np.abs(outputs[name][z].astype(np.float64)
+                                         - target.astype(np.float64))
+    return panels
+
+
+def _write(report: EvalReport, out: Path, kinds: dict[str, str],
+           shown: list[tuple[str, dict]], task: TaskSpec, data: dict,
+           degradation: dict | None) -> None:
+    """Write the four report files, each to a temp name then renamed into place."""
+    from ratcli.io.atomic import atomic_output
+    from ratcli.training.figure import save_figure
+    from ratcli.training.report import write_image_csv, write_json, write_summary_csv
+
+    window, error_top = _display(task, shown)
+    writers = {
+        "csv": lambda p: write_image_csv(p, report.rows),
+        "summary": lambda p: write_summary_csv(p, report.summary, kinds),
+        "json": lambda p: write_json(p, {
+            "task": report.task, "data": data, "degradation": degradation,
+            "methods": report.methods, "definitions": report.definitions,
+            "display": {"window": window, "error_top": error_top},
+            "summary": report.summary, "images": report.rows}),
+    }
+    if shown:
+        writers["figure"] = lambda p: save_figure(p, shown, window=window, error_top=error_top)
+    for key, write in writers.items():
+        with atomic_output(out / REPORT_FILES[key], overwrite=True) as tmp:
+            write(tmp)
+        report.files[key] = out / REPORT_FILES[key]
+
+
+def _display(task: TaskSpec, shown: list[tuple[str, dict]]) -> tuple[tuple | None, float]:
+    """Greyscale window and error-map top for the figure: CT soft-tissue window with
+    errors up to a quarter of it; PET per-row target range with errors up to a quarter
+    of the largest target; RGB with errors up to 64 levels."""
+    if task.norm == "hu":
+        lo, hi = CT_DISPLAY_WINDOW
+        return (lo, hi), (hi - lo) / 4
+    if task.norm == "uint8":
+        return None, 64.0
+    top = max((float(np.max(p["target"])) for _, p in shown), default=1.0)
+    return None, max(top, 1e-6) / 4

@@ -1,0 +1,73 @@
+"""Training-state checkpoints (`last.pt`, `best.pt`): everything an exact resume needs.
+
+A state file holds the training config, the model config and weights, the optimiser,
+scheduler and AMP-scaler states, the step, the best validation record and the RNG
+states (torch CPU and CUDA, numpy, Python). It contains only tensors and plain Python
+values, so it loads with `torch.load(weights_only=True)`. Files are written to a temp
+file in the same folder and renamed into place.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ratcli.errors import CheckpointError
+
+__all__ = ["STATE_FORMAT", "save_state", "load_state", "capture_rng", "restore_rng"]
+
+STATE_FORMAT = "rat-train-state/1"
+
+
+def save_state(path: str | Path, state: dict) -> None:
+    """Write `state` (plus the format tag) atomically to `path`."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    os.close(fd)
+    try:
+        torch.save({"format": STATE_FORMAT, **state}, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def load_state(path: str | Path) -> dict:
+    """Read a state file written by `save_state`; CheckpointError if it is not one."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: training state not found")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for a bad file
+        raise CheckpointError(f"{path}: not a readable training state "
+                              f"({exc.__class__.__name__})") from exc
+    if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
+        raise CheckpointError(f"{path}: not a rat training state (expected {STATE_FORMAT})")
+    return state
+
+
+def capture_rng() -> dict:
+    """The global RNG states as tensors and plain values."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss],
+        "python": random.getstate(),
+    }
+
+
+def restore_rng(rng: dict) -> None:
+    torch.set_rng_state(rng["torch"])
+    if rng["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(rng["cuda"])
+    kind, keys, pos, has_gauss, gauss = rng["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+    version, internal, gauss_next = rng["python"]
+    random.setstate((version, tuple(internal), gauss_next))
