@@ -10,7 +10,7 @@ from segment_anything import SamAutomaticMaskGenerator
 import ratcli.regions.sam as sam_module
 from ratcli.phantoms import ct_phantom
 from ratcli.regions import CachedPartitioner, RegionCache, make_partitioner
-from ratcli.regions.sam import build_sam
+from ratcli.regions.sam import SamPartitioner, build_sam
 
 SETTINGS = {"points_per_side": 4, "pred_iou_thresh": 0.0, "stability_score_thresh": 0.0,
             "box_nms_thresh": 1.0, "device": "cpu"}
@@ -113,3 +113,39 @@ def test_cache_dir_from_environment(tmp_path, monkeypatch):
     key = RegionCache.key(np.zeros((2, 2), np.uint8), "classical", {"a": 1})
     assert key != RegionCache.key(np.zeros((2, 2), np.uint8), "classical", {"a": 2})
     assert key != RegionCache.key(np.zeros((2, 2), np.uint8), "sam", {"a": 1})
+
+
+def test_second_rat_denoise_hits_cache(tiny_sam, spy, tmp_path, monkeypatch):
+    """Acceptance: `rat denoise --regions sam` twice on one input runs SAM once; another
+    SAM checkpoint (a changed setting) misses."""
+    import SimpleITK as sitk
+    from typer.testing import CliRunner
+
+    from ratcli.cli import app
+    from ratcli.models import RATConfig, build_rat, save_checkpoint
+
+    cfg = RATConfig(width=8, num_heads=2, num_groups=1, layers_per_group=1)
+    save_checkpoint(tmp_path / "ct.pt", build_rat(cfg), cfg, meta={"task": "ct"})
+    sitk.WriteImage(sitk.GetImageFromArray(ct_phantom(64, 2)), str(tmp_path / "in.nii.gz"))
+    monkeypatch.setenv("RAT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("RAT_SAM_CHECKPOINT", str(tiny_sam))
+    # `rat denoise` has no SAM-grid option; a 4x4 grid instead of 32x32 keeps this fast
+    monkeypatch.setitem(SamPartitioner.__init__.__kwdefaults__, "points_per_side", 4)
+
+    def denoise(out: str):
+        result = CliRunner().invoke(app, [
+            "denoise", str(tmp_path / "in.nii.gz"), "-o", str(tmp_path / out), "--task", "ct",
+            "--weights", str(tmp_path / "ct.pt"), "--regions", "sam", "--device", "cpu"])
+        assert result.exit_code == 0, result.stderr
+        return sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / out)))
+
+    first = denoise("a.nii.gz")
+    assert spy == {"load": 1, "generate": 2}  # one SAM run per slice
+    second = denoise("b.nii.gz")
+    assert spy == {"load": 1, "generate": 2}  # all slices from the cache
+    np.testing.assert_array_equal(first, second)
+    other = tmp_path / "other_sam.pth"
+    other.write_bytes(tiny_sam.read_bytes())
+    monkeypatch.setenv("RAT_SAM_CHECKPOINT", str(other))
+    denoise("c.nii.gz")
+    assert spy == {"load": 2, "generate": 4}
