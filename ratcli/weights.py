@@ -14,12 +14,12 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from ratcli.errors import CheckpointError, ChecksumError, OutputExistsError, WeightsNotFoundError
+from ratcli.io.atomic import atomic_output
 
 __all__ = [
     "WeightsEntry",
@@ -178,7 +178,9 @@ def import_weights(
         if not overwrite:
             raise OutputExistsError(f"{dest}: a different {entry.name} is already installed "
                                     "(use --overwrite to replace it)")
-    _atomic_copy(src, dest)
+    # copied under a temp name and renamed: never a half-written checkpoint in place
+    with atomic_output(dest, overwrite=True, inputs=[src]) as tmp:
+        shutil.copyfile(src, tmp)
     return entry, dest
 
 
@@ -270,17 +272,3 @@ def _identify(
         if entry.task and task not in (None, entry.task):
             raise CheckpointError(f"{src}: a checkpoint for task {task!r}, not {entry.task!r}")
     return entry
-
-
-def _atomic_copy(src: Path, dest: Path) -> None:
-    """Copy to a temp file beside `dest`, then rename: no half-written checkpoint is ever
-    visible under its final name."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
-    os.close(fd)
-    try:
-        shutil.copyfile(src, tmp)
-        os.replace(tmp, dest)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)

@@ -55,7 +55,7 @@ def test_second_run_hits_cache_and_sam_is_not_called(tiny_sam, spy, tmp_path):
     labels = first.partition_volume(vol)
     assert spy == {"load": 1, "generate": 2}
     assert (first.hits, first.misses) == (0, 2)
-    assert len(list(tmp_path.rglob("*.npz"))) == 2 and not list(tmp_path.rglob("*.part"))
+    assert len(list(tmp_path.rglob("*.npz"))) == 2 and not list(tmp_path.rglob(".*"))  # no temps
 
     second = make_partitioner("sam", sam_checkpoint=str(tiny_sam), cache_dir=tmp_path,
                               **SETTINGS)

@@ -80,7 +80,7 @@ def test_import_identifies_by_sha256_and_resolves(home, tmp_path):
     assert dest.read_bytes() == (tmp_path / "tiny.bin").read_bytes()
     assert resolve_weights("tiny") == dest
     assert {s.name: s.status for s in verify_weights()}["tiny"] == "ok"
-    assert not list(home.glob("*.part"))
+    assert [p.name for p in home.iterdir()] == ["tiny.bin"]  # no temp files left
 
 
 def test_import_rejects_wrong_files(home, tmp_path):

@@ -12,12 +12,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
+from ratcli.io.atomic import atomic_output
 from ratcli.regions.base import Partitioner, check_slice, to_uint8
 
 __all__ = ["RegionCache", "CachedPartitioner", "default_cache_dir"]
@@ -66,16 +66,9 @@ class RegionCache:
             return None
 
     def put(self, key: str, labels: np.ndarray) -> None:
-        path = self.path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{key[:12]}.", suffix=".part", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez_compressed(f, labels=labels.astype(np.int32, copy=False))
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        # overwrite: another process may have stored the same entry meanwhile
+        with atomic_output(self.path(key), overwrite=True) as tmp, open(tmp, "wb") as f:
+            np.savez_compressed(f, labels=labels.astype(np.int32, copy=False))
 
 
 class CachedPartitioner(Partitioner):
