@@ -181,18 +181,20 @@ def _train_settings(given: dict, *, scale: int | None, config: Path | None,
 
 
 def _print_table(report) -> None:
-    """Mean ± std [95 % CI] per method for the task's metrics, on stdout."""
+    """One row per metric, one column per method: mean ± std and the 95 % CI, on stdout."""
     columns = [c for c in report.definitions if not all(
         math.isnan(s[c]["mean"]) for s in report.summary.values())]
-    table = Table(title=f"rat evaluate: {report.task} (mean ± std [95% CI])")
-    table.add_column("method")
-    table.add_column("kind")
+    kinds = {m["name"]: m["kind"] for m in report.methods}
+    table = Table(title=f"rat evaluate: {report.task}, mean ± std [95% CI] over "
+                        f"{next(iter(report.summary.values()))['psnr']['n']} images")
+    table.add_column("metric")
+    for method in report.summary:
+        table.add_column(f"{method}\n({kinds[method]})", justify="right")
     for c in columns:
-        table.add_column(c + (" (paper-style)" if c.endswith("_y8") else ""), justify="right")
-    for method, stats in report.summary.items():
-        kind = next(m["kind"] for m in report.methods if m["name"] == method)
-        table.add_row(method, kind, *(_fmt(stats[c]) for c in columns))
-    out = Console()
+        label = c + ("\n(paper-style)" if c.endswith("_y8") else "")
+        table.add_row(label, *(_fmt(stats[c]) for stats in report.summary.values()))
+    # a pipe or file gets a wide table instead of one squeezed to 80 columns
+    out = Console() if Console().is_terminal else Console(width=200)
     out.print(table)
     for c in columns:
         out.print(f"{c}: {report.definitions[c]}", highlight=False, soft_wrap=True)
@@ -207,5 +209,5 @@ def _fmt(s: dict) -> str:
     text = f"{s['mean']:.{digits}f}"
     if not math.isnan(s["std"]):
         lo, hi = s["ci95_low"], s["ci95_high"]
-        text += f" ± {s['std']:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
+        text += f" ± {s['std']:.{digits}f}\n[{lo:.{digits}f}, {hi:.{digits}f}]"
     return text

@@ -83,8 +83,9 @@ class Trainer:
         self.ctx, self.device = init_distributed(resolve_device(config.device))
         self.on_progress = on_progress if self.ctx.is_main else None
         self.on_message = (on_message or (lambda _msg: None)) if self.ctx.is_main else _silent
-        if self.ctx.is_main and not resume:
-            self._prepare_out(overwrite)
+        fresh = self.ctx.is_main and not resume
+        if fresh:
+            self._check_out(overwrite)  # before any work; the folder is made once data loads
         _seed_everything(config.seed)
         self.region_method = config.regions
         self.data_record = self._load_data()
@@ -92,19 +93,16 @@ class Trainer:
                                 self.device)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr,
                                           betas=config.betas, weight_decay=config.weight_decay)
-        floor = config.lr_min / config.lr
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda s: floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * s
-                                                                               / config.iters)))
+            self.optimizer, _cosine(config.lr_min / config.lr, config.iters))
         self.amp_dtype = autocast_dtype(self.device) if config.amp else None
         self.scaler = torch.amp.GradScaler(self.device.type,
                                            enabled=self.amp_dtype == torch.float16)
         self.step, self.best = 0, None
         if resume:
             self._resume()
-        elif self.ctx.is_main:
-            (self.out / "config.json").write_text(json.dumps(
-                {"config": config.to_dict(), "data": self.data_record}, indent=2) + "\n")
+        elif fresh:
+            self._start_out()
         barrier(self.ctx)
 
     def fit(self, stop_at: int | None = None) -> TrainResult:
@@ -143,14 +141,11 @@ class Trainer:
 
     # -- set-up, in call order -----------------------------------------------------------
 
-    def _prepare_out(self, overwrite: bool) -> None:
+    def _check_out(self, overwrite: bool) -> None:
         existing = [name for name in RUN_FILES if (self.out / name).exists()]
         if existing and not overwrite:
             raise OutputExistsError(f"{self.out}: holds a training run ({existing[0]}); use "
                                     "--resume to continue it or --overwrite to start over")
-        self.out.mkdir(parents=True, exist_ok=True)
-        for name in existing:
-            (self.out / name).unlink()
 
     def _load_data(self) -> dict:
         """Build the patch dataset and validation slices; returns the provenance record."""
@@ -196,6 +191,14 @@ class Trainer:
             self.on_message(part.fallback)
         self.region_method = part.name if hasattr(part, "name") else self.config.regions
         return part
+
+    def _start_out(self) -> None:
+        """Make the run folder, drop an overwritten run's files, write config.json."""
+        self.out.mkdir(parents=True, exist_ok=True)
+        for name in RUN_FILES:
+            (self.out / name).unlink(missing_ok=True)
+        (self.out / "config.json").write_text(json.dumps(
+            {"config": self.config.to_dict(), "data": self.data_record}, indent=2) + "\n")
 
     def _resume(self) -> None:
         state = load_state(self.out / "last.pt")
@@ -324,6 +327,11 @@ class Trainer:
             return
         keep = [ln for ln in log.read_text().splitlines() if json.loads(ln)["step"] <= step]
         log.write_text("".join(ln + "\n" for ln in keep))
+
+
+def _cosine(floor: float, iters: int) -> Callable[[int], float]:
+    """LR factor at step s: cosine from 1 at s = 0 down to `floor` at s = iters."""
+    return lambda s: floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * s / iters))
 
 
 def _seed_everything(seed: int) -> None:
