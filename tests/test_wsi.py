@@ -167,3 +167,19 @@ def test_io_read_and_write_dispatch_for_slides(tmp_path):
     assert "task=sr-x2" in s.properties["tiff.ImageDescription"]
     with pytest.raises(OutputExistsError):
         write(image, tmp_path / "copy.tif")
+
+
+@pytest.mark.parametrize(("restorer_tile", "scale"), [(256, 2), (128, 4), (64, 2)])
+def test_chunk_plan_keeps_recomputation_low(restorer_tile, scale):
+    from ratcli.inference.slide import plan_chunks
+    from ratcli.inference.tiling import TileGrid
+
+    overlap, halo = restorer_tile // 4, max(16, restorer_tile // 8)
+    tile, k = plan_chunks(restorer_tile, overlap, scale=scale, halo=halo)
+    assert tile in (256, 512) and 1 <= k <= 8
+    band = tile // scale
+    grid = TileGrid.plan(band + 2 * halo, k * band + 2 * halo, tile=restorer_tile,
+                         overlap=overlap)
+    computed = len(grid) * grid.tile_h * grid.tile_w / (band * band * k)
+    # 25 % overlap alone costs (4/3)^2 = 1.78x; the halo adds a little on top.
+    assert computed <= 2.1

@@ -19,11 +19,12 @@ import torch.nn.functional as F
 
 from ratcli.errors import InputFormatError
 from ratcli.inference.restorer import Restorer
+from ratcli.inference.tiling import TileGrid
 from ratcli.inference.tissue import TissueMap, tissue_mask
 from ratcli.io.image import Domain, Image
 from ratcli.io.wsi import PyramidWriter, SlideCompression, SlideReader
 
-__all__ = ["restore_slide", "SlideReport"]
+__all__ = ["restore_slide", "SlideReport", "plan_chunks"]
 
 
 @dataclass
@@ -47,8 +48,8 @@ def restore_slide(
     dst: str | Path,
     restorer: Restorer,
     *,
-    tile: int = 512,
-    chunk_tiles: int = 4,
+    tile: int | None = None,
+    chunk_tiles: int | None = None,
     halo: int | None = None,
     compression: str | SlideCompression = SlideCompression.JPEG,
     quality: int = 90,
@@ -59,9 +60,11 @@ def restore_slide(
     """Restore the slide at `src` into a pyramidal tiled BigTIFF at `dst`.
 
     dst: written directly (wrap it in `atomic_output` for a safe final path).
-    tile: output tile edge, 256 or 512; chunk_tiles: output tiles per chunk.
+    tile: output tile edge, 256 or 512; chunk_tiles: output tiles per chunk. None
+        (default) picks both so that the Restorer's tiles fit the chunks with the least
+        recomputation (see `plan_chunks`).
     halo: level-0 context pixels around each chunk (default: half the Restorer's
-        overlap, at least 16).
+        overlap, a multiple of 8, at least 16).
     skip_background: chunks without tissue take a cheap bicubic path.
     on_progress: called with (chunks done, chunks total).
     Output size is the input's times the task's scale; MPP is the input's / scale.
@@ -71,7 +74,11 @@ def restore_slide(
         raise InputFormatError(f"{src}: slides are RGB; task {restorer.task.name} "
                                "restores greyscale images")
     if halo is None:
-        halo = max(16, round(restorer.tile * restorer.overlap / 2))
+        halo = max(16, 8 * round(restorer.tile * restorer.overlap / 16))
+    if tile is None or chunk_tiles is None:
+        auto_tile, auto_k = plan_chunks(restorer.tile, round(restorer.tile * restorer.overlap),
+                                        scale=s, halo=halo, tiles=(tile,) if tile else (512, 256))
+        tile, chunk_tiles = tile or auto_tile, chunk_tiles or auto_k
     with SlideReader(src) as reader:
         tissue = TissueMap(tissue_mask(reader.thumbnail()), width=reader.width,
                            height=reader.height)
@@ -85,6 +92,28 @@ def restore_slide(
                           on_progress=on_progress)
         report.levels = writer.write(chunks.tiles())
     return report
+
+
+def plan_chunks(restorer_tile: int, overlap: int, *, scale: int, halo: int,
+                tiles: tuple[int, ...] = (512, 256), max_chunk_tiles: int = 8
+                ) -> tuple[int, int]:
+    """(output tile edge, output tiles per chunk) that waste the least model work.
+
+    A chunk is one output-tile row high and `k` tiles wide; with its halo it is cut into
+    the Restorer's tiles (edge `restorer_tile`, `overlap` input pixels). The plan
+    minimises input pixels computed per input pixel kept, preferring larger output
+    tiles and then fewer tiles per chunk when equal.
+    """
+    best: tuple[float, int, int] | None = None
+    for t in tiles:
+        band = t // scale  # input rows per output tile row
+        for k in range(1, max_chunk_tiles + 1):
+            h, w = band + 2 * halo, k * band + 2 * halo
+            grid = TileGrid.plan(h, w, tile=restorer_tile, overlap=overlap)
+            waste = len(grid) * grid.tile_h * grid.tile_w / (band * k * band)
+            if best is None or waste < best[0] - 1e-9:
+                best = (waste, t, k)
+    return best[1], best[2]
 
 
 class _Chunker:
