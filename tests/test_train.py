@@ -71,7 +71,8 @@ def _states_equal(a: dict, b: dict) -> None:
 
 
 def test_twenty_steps_equal_ten_plus_resume_plus_ten_bit_for_bit(tmp_path):
-    cfg = TrainConfig(**TINY | dict(iters=20, val_every=20, regions="classical"))
+    cfg = TrainConfig(**TINY | dict(iters=20, val_every=20, regions="classical", width=8,
+                                    heads=4))
     whole = Trainer(cfg, tmp_path / "whole").fit()
     assert whole.finished
 
@@ -94,14 +95,14 @@ def test_twenty_steps_equal_ten_plus_resume_plus_ten_bit_for_bit(tmp_path):
 
 
 def test_existing_run_is_refused_and_overwrite_replaces_it(tmp_path):
-    cfg = TrainConfig(**TINY | dict(iters=2, val_every=2))
+    cfg = TrainConfig(**TINY | dict(iters=1, val_every=1, width=8, heads=4))
     Trainer(cfg, tmp_path / "run").fit()
     with pytest.raises(OutputExistsError, match="--resume"):
         Trainer(cfg, tmp_path / "run")
     result = Trainer(cfg, tmp_path / "run", overwrite=True).fit()
     assert result.finished
     log = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
-    assert [json.loads(line)["step"] for line in log] == [2, 2]  # the old log is gone
+    assert [json.loads(line)["step"] for line in log] == [1, 1]  # the old log is gone
 
 
 def test_config_checks_and_config_files(tmp_path):

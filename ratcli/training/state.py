@@ -9,15 +9,14 @@ file in the same folder and renamed into place.
 
 from __future__ import annotations
 
-import os
 import random
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from ratcli.errors import CheckpointError
+from ratcli.io.atomic import atomic_output
 
 __all__ = ["STATE_FORMAT", "save_state", "load_state", "capture_rng", "restore_rng"]
 
@@ -26,15 +25,8 @@ STATE_FORMAT = "rat-train-state/1"
 
 def save_state(path: str | Path, state: dict) -> None:
     """Write `state` (plus the format tag) atomically to `path`."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_output(path, overwrite=True) as tmp:
         torch.save({"format": STATE_FORMAT, **state}, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def load_state(path: str | Path) -> dict:

@@ -31,6 +31,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from ratcli import __version__
 from ratcli.errors import OutputExistsError, UsageError
 from ratcli.inference.device import autocast, autocast_dtype, resolve_device
+from ratcli.io.atomic import atomic_output
 from ratcli.losses import focal_region_loss
 from ratcli.models import build_rat, save_checkpoint
 from ratcli.training.config import TrainConfig
@@ -197,8 +198,9 @@ class Trainer:
         self.out.mkdir(parents=True, exist_ok=True)
         for name in RUN_FILES:
             (self.out / name).unlink(missing_ok=True)
-        (self.out / "config.json").write_text(json.dumps(
-            {"config": self.config.to_dict(), "data": self.data_record}, indent=2) + "\n")
+        with atomic_output(self.out / "config.json", overwrite=True) as tmp:
+            tmp.write_text(json.dumps({"config": self.config.to_dict(),
+                                       "data": self.data_record}, indent=2) + "\n")
 
     def _resume(self) -> None:
         state = load_state(self.out / "last.pt")
@@ -266,8 +268,8 @@ class Trainer:
                 self.best = record
             self._save("last.pt")
             if improved:
-                shutil.copyfile(self.out / "last.pt", self.out / ".best.pt.part")
-                (self.out / ".best.pt.part").replace(self.out / "best.pt")
+                with atomic_output(self.out / "best.pt", overwrite=True) as tmp:
+                    shutil.copyfile(self.out / "last.pt", tmp)
         barrier(self.ctx)
 
     def _save(self, name: str) -> None:
@@ -310,7 +312,8 @@ class Trainer:
             },
         }
         sha = save_checkpoint(path, best["model"], cfg.model_config(), meta)
-        (self.out / "model.pt.sha256").write_text(f"{sha}  model.pt\n")
+        with atomic_output(self.out / "model.pt.sha256", overwrite=True) as tmp:
+            tmp.write_text(f"{sha}  model.pt\n")
         return path, sha
 
     # -- small helpers -----------------------------------------------------------------
@@ -326,7 +329,8 @@ class Trainer:
         if not log.exists():
             return
         keep = [ln for ln in log.read_text().splitlines() if json.loads(ln)["step"] <= step]
-        log.write_text("".join(ln + "\n" for ln in keep))
+        with atomic_output(log, overwrite=True) as tmp:
+            tmp.write_text("".join(ln + "\n" for ln in keep))
 
 
 def _cosine(floor: float, iters: int) -> Callable[[int], float]:
