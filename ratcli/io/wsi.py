@@ -294,7 +294,9 @@ class _TileStore:
 def _halve(t: np.ndarray) -> np.ndarray:
     """2x2 mean, (h, w, 3) -> (ceil(h/2), ceil(w/2), 3) uint8; odd edges replicated."""
     h, w = t.shape[:2]
-    a = np.pad(t, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge").astype(np.uint16)
+    if h % 2 or w % 2:
+        t = np.pad(t, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge")
+    a = t.astype(np.uint16)
     s = a[0::2, 0::2] + a[1::2, 0::2] + a[0::2, 1::2] + a[1::2, 1::2]
     return ((s + 2) // 4).astype(np.uint8)
 
