@@ -217,3 +217,34 @@ def test_out_of_memory_at_smallest_tile_is_a_device_error():
     r = Restorer(OOMNet(limit=10), UNIT, tile=64, batch_size=2, device="cpu")
     with pytest.raises(DeviceError, match="phantom: out of memory on cpu"):
         r.restore(_image(40, 40))
+
+
+def test_device_and_precision_choices():
+    from ratcli.errors import UsageError
+    from ratcli.inference.device import autocast_dtype, is_out_of_memory, resolve_device
+
+    assert resolve_device("cpu") == torch.device("cpu")
+    if not torch.cuda.is_available():
+        assert resolve_device("auto").type in ("cpu", "mps")
+        with pytest.raises(UsageError, match="--device cuda"):
+            resolve_device("cuda")
+    with pytest.raises(UsageError, match="--device tpu"):
+        resolve_device("tpu")
+    cpu, gpu = torch.device("cpu"), torch.device("cuda")
+    assert autocast_dtype(cpu) is None  # fp32 on CPU by default
+    assert autocast_dtype(gpu, "fp16") is torch.float16
+    assert autocast_dtype(gpu, "bf16") is torch.bfloat16
+    assert autocast_dtype(torch.device("mps")) is torch.float16
+    assert is_out_of_memory(torch.OutOfMemoryError("CUDA out of memory"))
+    assert is_out_of_memory(RuntimeError("MPS backend out of memory"))
+    assert not is_out_of_memory(RuntimeError("shape mismatch"))
+
+
+def test_mixed_precision_path_runs_and_stays_close():
+    """The autocast path (bf16 here, on CPU) gives nearly the fp32 result."""
+    model, image = LocalNet(depth=2), _image(80, 72)
+    full = Restorer(model, UNIT, tile=32, device="cpu").restore(image)
+    half = Restorer(model, UNIT, tile=32, device="cpu", precision="bf16").restore(image)
+    assert half.array.dtype == np.float32
+    assert np.abs(half.array - full.array).max() < 0.05
+    assert np.abs(half.array - full.array).max() > 0  # really computed in bf16
