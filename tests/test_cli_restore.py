@@ -278,6 +278,28 @@ def test_slide_with_denoise_is_refused(tmp_path, ckpt):
     assert_nothing_written(tmp_path / "out")
 
 
+def test_bad_regions_choice_is_a_usage_error(tmp_path, ckpt):
+    _nifti(tmp_path / "ct.nii.gz", ct_phantom(size=16))
+    r = rat("denoise", tmp_path / "ct.nii.gz", "-o", tmp_path / "o", "--weights", ckpt["ct"],
+            "--regions", "bogus")
+    assert_one_error(r, "--regions", code=2)
+
+
+@pytest.mark.parametrize("name", ["ct.nii.gz", "slide.tif"])
+def test_an_input_is_never_overwritten(tmp_path, ckpt, name):
+    if name == "slide.tif":
+        shutil.copy(EXAMPLES / "slide.tif", tmp_path / name)
+        cmd, weights = "sr", ckpt["sr-x2"]
+    else:
+        _nifti(tmp_path / name, ct_phantom(size=16))
+        cmd, weights = "denoise", ckpt["ct"]
+    before = (tmp_path / name).read_bytes()
+    r = rat(cmd, tmp_path / name, "-o", tmp_path / name, "--weights", weights, "--overwrite")
+    assert_one_error(r, name, code=2)
+    assert (tmp_path / name).read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == [name]
+
+
 # -- end to end on every example file ---------------------------------------------------
 
 
