@@ -30,6 +30,7 @@ from ratcli.errors import (
 from ratcli.inference import Restorer, resolve_device
 from ratcli.inference.restorer import Partitioner, ProgressFn
 from ratcli.io import Image, Source, atomic_output, find_inputs, output_path_for, read, write
+from ratcli.io.atomic import check_not_input
 from ratcli.tasks import TASKS, TaskSpec, get_task
 
 __all__ = ["Mode", "RestoreResult", "Session", "restore_many", "restore_path", "restore"]
@@ -250,7 +251,7 @@ def _run_one(session: Session, source: Source, out: Path, planned: dict[Path, st
 def _restore_source(session: Session, source: Source, out: Path, *, overwrite: bool
                     ) -> TaskSpec:
     """Read, restore and write one input; returns the task used."""
-    _refuse_existing(out, overwrite)
+    _refuse_existing(out, overwrite, inputs=[source.path, *source.files])
     if source.kind == "slide":
         from ratcli.inference.slide import restore_slide
         from ratcli.io.provenance import describe_provenance
@@ -269,9 +270,10 @@ def _restore_source(session: Session, source: Source, out: Path, *, overwrite: b
     return task
 
 
-def _refuse_existing(out: Path, overwrite: bool) -> None:
-    """Fail before any work (not after minutes of inference) when the output exists or
-    its folder cannot be made; the writer checks again when it writes."""
+def _refuse_existing(out: Path, overwrite: bool, inputs: list[Path]) -> None:
+    """Fail before any work (not after minutes of inference) when the output exists, is
+    an input, or its folder cannot be made; the writer checks again when it writes."""
+    check_not_input(out, inputs)
     if not overwrite and (out.exists() or out.is_symlink()):
         raise OutputExistsError(f"{out}: output exists (use --overwrite to replace it)")
     folder = out.parent

@@ -205,7 +205,8 @@ def test_some_fail_others_processed_exit_1_with_json_lines(tmp_path, ckpt):
     (src / "a").mkdir(parents=True)
     _nifti(src / "a" / "one.nii.gz", ct_phantom(size=16, slices=2), spacing=(0.5, 0.6, 2.0))
     (src / "broken.tif").write_bytes(b"II*\x00garbage")
-    r = rat("denoise", src, "-o", tmp_path / "out", "--weights", ckpt["ct"], "--json")
+    r = rat("denoise", src, "-o", tmp_path / "out", "--weights", ckpt["ct"], "--json",
+            "--regions", "classical")
     assert r.exit_code == 1
     records = {Path(rec["input"]).name: rec for rec in map(json.loads, r.stdout.splitlines())}
     assert set(records) == {"one.nii.gz", "broken.tif"}
@@ -215,6 +216,20 @@ def test_some_fail_others_processed_exit_1_with_json_lines(tmp_path, ckpt):
     assert bad["status"] == "error" and "broken.tif" in bad["error"]
     assert read(ok["output"]).spacing == pytest.approx((0.5, 0.6, 2.0))
     assert_one_error(r, "broken.tif")
+
+
+def test_sam_fallback_warning_once_and_only_when_restoring(tmp_path, ckpt):
+    for name in ("x.nii.gz", "y.nii.gz"):
+        (tmp_path / "in").mkdir(exist_ok=True)
+        _nifti(tmp_path / "in" / name, ct_phantom(size=16))
+    r = rat("denoise", tmp_path / "in", "-o", tmp_path / "out", "--weights", ckpt["ct"])
+    assert r.exit_code == 0, r.stderr
+    warnings = [ln for ln in r.stderr.splitlines() if ln.startswith("warning:")]
+    assert len(warnings) == 1 and "classical" in warnings[0]
+    # an explicit method, or no input to restore, prints no warning
+    r = rat("denoise", tmp_path / "in", "-o", tmp_path / "out2", "--weights", ckpt["ct"],
+            "--regions", "classical")
+    assert r.exit_code == 0 and "warning" not in r.stderr
 
 
 def test_paths_from_stdin(tmp_path, ckpt):

@@ -43,8 +43,12 @@ _TILE = typer.Option(None, "--tile", help="Tile edge in input pixels (default: t
 _OVERLAP = typer.Option(0.25, "--overlap", help="Fraction of a tile shared with each "
                         "neighbour (0-0.5); seams are blended with a cosine ramp.")
 _BATCH = typer.Option(4, "--batch-size", help="Tiles per forward pass.")
-_REGIONS = typer.Option("none", "--regions", help="Region maps for region attention: none "
-                        "(one region per image), auto, sam, classical, or a label-map file.")
+_REGIONS = typer.Option("auto", "--regions", help="Region maps for region attention: auto "
+                        "(sam when a SAM checkpoint is configured, else classical), sam, "
+                        "classical, none (one region per image), or a label-map file.")
+_SAM = typer.Option(None, "--sam-checkpoint", help="SAM checkpoint: a path or a manifest "
+                    "name (default: RAT_SAM_CHECKPOINT, else a sam-vit-* file in the weights "
+                    "dirs).")
 _OVERWRITE = typer.Option(False, "--overwrite", help="Replace existing outputs.")
 _JSON = typer.Option(False, "--json", help="One JSON line per input on stdout: input, "
                      "output, status, seconds, error.")
@@ -64,6 +68,7 @@ def denoise(
     overlap: float = _OVERLAP,
     batch_size: int = _BATCH,
     regions: str = _REGIONS,
+    sam_checkpoint: str | None = _SAM,
     overwrite: bool = _OVERWRITE,
     as_json: bool = _JSON,
     quiet: bool = _QUIET,
@@ -71,7 +76,7 @@ def denoise(
     """Denoise low-dose CT or low-count PET (DICOM series, NIfTI, PNG/TIFF)."""
     _run(inputs, output, as_json=as_json, quiet=quiet, overwrite=overwrite, mode=Mode.DENOISE,
          task=task.value, weights=weights, device=device.value, tile=tile, overlap=overlap,
-         batch_size=batch_size, regions=regions)
+         batch_size=batch_size, regions=regions, sam_checkpoint=sam_checkpoint)
 
 
 @app.command()
@@ -87,6 +92,7 @@ def sr(
     overlap: float = _OVERLAP,
     batch_size: int = _BATCH,
     regions: str = _REGIONS,
+    sam_checkpoint: str | None = _SAM,
     overwrite: bool = _OVERWRITE,
     as_json: bool = _JSON,
     quiet: bool = _QUIET,
@@ -94,18 +100,29 @@ def sr(
     """Super-resolve pathology images and whole slides (output: pyramidal tiled TIFF)."""
     _run(inputs, output, as_json=as_json, quiet=quiet, overwrite=overwrite, mode=Mode.SR,
          scale=int(scale.value), task=task.value, weights=weights, device=device.value,
-         tile=tile, overlap=overlap, batch_size=batch_size, regions=regions)
+         tile=tile, overlap=overlap, batch_size=batch_size, regions=regions,
+         sam_checkpoint=sam_checkpoint)
 
 
 def _run(inputs: list[str], output: Path, *, as_json: bool, quiet: bool, overwrite: bool,
-         regions: str, **options) -> None:
+         regions: str, sam_checkpoint: str | None, **options) -> None:
     failed = 0
     if not state.debug:
         # tifffile logs warnings about corrupt files; rat reports them as one error line
         logging.getLogger("tifffile").setLevel(logging.ERROR)
     with guard():
         paths = _expand_stdin(inputs)
-        partitioner = _partitioner(regions)
+        partitioner = _partitioner(regions, sam_checkpoint)
+        warning = getattr(partitioner, "fallback", None)
+
+        def on_tiles(done: int, total: int) -> None:
+            nonlocal warning
+            if warning:  # once, when an input was read and is really being restored
+                console.print(f"warning: {warning}", markup=False, highlight=False,
+                              soft_wrap=True)
+                warning = None
+            bar.update(tid, completed=done, total=total)
+
         with progress(disable=quiet) as bar:
             tid = bar.add_task("", total=None)
             results = restore_many(
@@ -113,7 +130,7 @@ def _run(inputs: list[str], output: Path, *, as_json: bool, quiet: bool, overwri
                 partitioner=partitioner,
                 on_start=lambda src, out: bar.update(tid, description=src.path.name,
                                                      completed=0, total=None),
-                on_tiles=lambda done, total: bar.update(tid, completed=done, total=total),
+                on_tiles=on_tiles,
                 **options,
             )
             for result in results:
@@ -136,16 +153,12 @@ def _expand_stdin(inputs: list[str]) -> list[str]:
     return out
 
 
-def _partitioner(regions: str):
+def _partitioner(regions: str, sam_checkpoint: str | None):
     if regions == "none":
         return None  # the model's own default: one region per image
     from ratcli.regions.factory import make_partitioner
 
-    part = make_partitioner(regions)
-    if part.fallback:
-        console.print(f"warning: {part.fallback}", markup=False, highlight=False,
-                      soft_wrap=True)
-    return part
+    return make_partitioner(regions, sam_checkpoint=sam_checkpoint)
 
 
 def _report(result: RestoreResult, *, as_json: bool, quiet: bool) -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from ratcli.errors import OutputExistsError, OutputNotWritableError, UsageError
 
-__all__ = ["atomic_output", "TEMP_PREFIX"]
+__all__ = ["atomic_output", "check_not_input", "TEMP_PREFIX"]
 
 TEMP_PREFIX = ".rat-tmp-"
 
@@ -41,7 +41,7 @@ def atomic_output(
     and the final path is left as it was.
     """
     final = Path(path)
-    _check_not_input(final, inputs)
+    check_not_input(final, inputs)
     if _exists(final) and not overwrite:
         raise OutputExistsError(f"{final}: output exists (use --overwrite to replace it)")
     parent = final.parent
@@ -68,7 +68,7 @@ def atomic_output(
         raise
 
 
-def _check_not_input(final: Path, inputs: Iterable[str | Path]) -> None:
+def check_not_input(final: Path, inputs: Iterable[str | Path]) -> None:
     """Refuse an output that is an input, sits inside an input folder, or holds an input."""
     out = final.resolve()
     for item in inputs:
