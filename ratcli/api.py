@@ -84,7 +84,7 @@ class Session:
         tile: int | None = None,
         overlap: float = 0.25,
         batch_size: int = 4,
-        partitioner: Partitioner | None = None,
+        partitioner: Partitioner | str | None = "auto",
         on_tiles: ProgressFn | None = None,
     ) -> None:
         self.mode = Mode(mode)
@@ -100,6 +100,10 @@ class Session:
         if self.mode is Mode.SR and scale not in (None, 2, 4):
             raise UsageError(f"--scale {scale}: must be 2 or 4")
         self.tile, self.overlap, self.batch_size = tile, overlap, batch_size
+        if isinstance(partitioner, str):
+            from ratcli.regions import make_partitioner
+
+            partitioner = None if partitioner == "none" else make_partitioner(partitioner)
         self.partitioner = partitioner
         self.on_tiles = on_tiles
         self.fixed_task = None if task == "auto" else self._check_task(get_task(task))
