@@ -43,6 +43,9 @@ class TrainConfig:
     width: int = 32
     heads: int = 8
     region_attn: bool = True
+    # model-side affine of the normalised input (RATConfig.input_shift / input_gain)
+    input_shift: float = 0.0
+    input_gain: float = 1.0
     iters: int = 20000
     batch_size: int = 8
     patch: int = 128
@@ -96,7 +99,8 @@ class TrainConfig:
         spec = self.spec
         return RATConfig(in_channels=spec.channels, out_channels=spec.channels,
                          width=self.width, num_heads=self.heads, scale=spec.scale,
-                         region_attn=self.region_attn)
+                         region_attn=self.region_attn, input_shift=self.input_shift,
+                         input_gain=self.input_gain)
 
     def degradation(self) -> Degradation:
         return make_degradation(self.spec, dose=self.dose, photons=self.photons,

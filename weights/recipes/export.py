@@ -1,0 +1,58 @@
+"""Turn a finished run's model.pt into a shipped checkpoint and record it in the manifest.
+
+    python weights/recipes/export.py runs/ct/model.pt rat-ct [--fp32]
+
+Writes `weights/<file of NAME>` (fp16 weights unless --fp32; `Checkpoint.build` casts
+back to float32) with the run's meta plus {"name", "storage"}, then sets the manifest
+entry's sha256 (adding the entry for a name the manifest lacks, e.g. the ablation).
+Prints the file and its sha256.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from ratcli.models import load_checkpoint, save_checkpoint
+
+WEIGHTS = Path(__file__).resolve().parents[1]
+MANIFEST = WEIGHTS / "manifest.json"
+
+
+def export(run_model: Path, name: str, *, half: bool = True, description: str | None = None
+           ) -> tuple[Path, str]:
+    """Write the shipped file for manifest entry `name`; returns (path, sha256)."""
+    ckpt = load_checkpoint(run_model)
+    manifest = json.loads(MANIFEST.read_text())
+    entry = manifest["weights"].setdefault(name, {
+        "file": f"{name}.pt", "kind": "rat", "task": ckpt.meta.get("task"), "url": None,
+        "sha256": None, "description": description or name})
+    dest = WEIGHTS / entry["file"]
+    meta = ckpt.meta | {"name": name, "storage": "fp16" if half else "fp32"}
+    sha = save_checkpoint(dest, ckpt.state_dict, ckpt.config, meta, half=half)
+    entry["sha256"] = sha
+    if description:
+        entry["description"] = description
+    _write_json(MANIFEST, manifest)
+    return dest, sha
+
+
+def _write_json(path: Path, data: dict) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(json.dumps(data, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("model", type=Path, help="a run's model.pt")
+    parser.add_argument("name", help="manifest name (rat-ct, rat-pet, rat-sr-x2, ...)")
+    parser.add_argument("--fp32", action="store_true", help="keep float32 weights")
+    parser.add_argument("--description", help="manifest description")
+    args = parser.parse_args()
+    path, sha = export(args.model, args.name, half=not args.fp32, description=args.description)
+    print(f"{path}  sha256 {sha}")

