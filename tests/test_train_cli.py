@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from ratcli.cli import app
@@ -13,8 +14,13 @@ from ratcli.models import load_checkpoint
 
 @pytest.fixture(autouse=True)
 def _isolated(tmp_path, monkeypatch):
+    """Private cache and weights dirs; one torch thread (see test_train.py)."""
     monkeypatch.setenv("RAT_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("RAT_HOME", str(tmp_path / "home"))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def rat(*args):

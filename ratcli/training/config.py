@@ -24,17 +24,19 @@ class TrainConfig:
     """Everything that defines a training run (saved in the run and its checkpoints).
 
     task: ct | pet | sr-x2 | sr-x4 (or sr with `scale`). data / val: data specs (see
-    data.py); val None = hold out the last 10 % of the training volumes.
-    width, heads, region_attn: model size; region_attn False = window attention only
-    (the ablation). iters: optimiser steps; batch_size: patches per step and process;
-    patch: target patch edge in pixels. lr, lr_min, betas, weight_decay: Adam and the
-    cosine decay from lr to lr_min over `iters`. grad_clip: max global grad norm
-    (0 = off). focal_beta: focal region loss beta (0 = plain L1). regions: none |
-    classical | sam | auto. dose, photons, electronic_noise, counts, blur_sigma,
-    noise_sigma, jpeg_quality: degradation simulator settings. seed: seeds model init,
-    patches and simulation. val_every / log_every: steps between validations / log
-    lines; val_max: most validation slices used. workers: DataLoader processes. amp:
-    mixed precision on CUDA. device: auto | cpu | cuda | mps.
+    data.py); val None = hold out the last 10 % of the training volumes. width, heads,
+    region_attn: model size; region_attn False = window attention only (the ablation).
+    identity_init: zero the output convolution so that, through the global residual, the
+    untrained model returns its input (bilinearly upsampled for SR) and training starts from
+    the input's quality. iters: optimiser steps; batch_size: patches per step and process;
+    patch: target patch edge in pixels. lr, lr_min, betas, weight_decay: Adam and the cosine
+    decay from lr to lr_min over `iters`. grad_clip: max global grad norm (0 = off).
+    focal_beta: focal region loss beta (0 = plain L1). regions: none | classical | sam |
+    auto. dose, photons, electronic_noise, counts, blur_sigma, noise_sigma, jpeg_quality:
+    degradation simulator settings. seed: seeds model init, patches and simulation.
+    val_every / log_every: steps between validations / log lines; val_max: most validation
+    slices used. workers: DataLoader processes. amp: mixed precision on CUDA. device: auto |
+    cpu | cuda | mps.
     """
 
     task: str = "ct"
@@ -43,6 +45,7 @@ class TrainConfig:
     width: int = 32
     heads: int = 8
     region_attn: bool = True
+    identity_init: bool = True
     # model-side affine of the normalised input (RATConfig.input_shift / input_gain)
     input_shift: float = 0.0
     input_gain: float = 1.0

@@ -90,8 +90,10 @@ class Trainer:
         _seed_everything(config.seed)
         self.region_method = config.regions
         self.data_record = self._load_data()
-        self.model = wrap_model(build_rat(config.model_config()).to(self.device), self.ctx,
-                                self.device)
+        model = build_rat(config.model_config())
+        if config.identity_init:
+            _zero_output_layer(model)
+        self.model = wrap_model(model.to(self.device), self.ctx, self.device)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr,
                                           betas=config.betas, weight_decay=config.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -336,6 +338,15 @@ class Trainer:
 def _cosine(floor: float, iters: int) -> Callable[[int], float]:
     """LR factor at step s: cosine from 1 at s = 0 down to `floor` at s = iters."""
     return lambda s: floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * s / iters))
+
+
+def _zero_output_layer(model: torch.nn.Module) -> None:
+    """Zero the head conv: with the global residual the network starts as the identity
+    (NAFBlocks and RAT layers already start as identities through their zero-initialised
+    residual scales), so early training refines the input instead of undoing noise from
+    a random head."""
+    torch.nn.init.zeros_(model.head.weight)
+    torch.nn.init.zeros_(model.head.bias)
 
 
 def _seed_everything(seed: int) -> None:
