@@ -84,9 +84,10 @@ class Trainer:
         self.ctx, self.device = init_distributed(resolve_device(config.device))
         self.on_progress = on_progress if self.ctx.is_main else None
         self.on_message = (on_message or (lambda _msg: None)) if self.ctx.is_main else _silent
-        fresh = self.ctx.is_main and not resume
-        if fresh:
-            self._check_out(overwrite)  # before any work; the folder is made once data loads
+        if not resume:
+            # every rank checks, before anyone writes, so that all stop or none does
+            self._check_out(overwrite)
+        barrier(self.ctx)
         _seed_everything(config.seed)
         self.region_method = config.regions
         self.data_record = self._load_data()
@@ -104,8 +105,8 @@ class Trainer:
         self.step, self.best = 0, None
         if resume:
             self._resume()
-        elif fresh:
-            self._start_out()
+        elif self.ctx.is_main:
+            self._start_out()  # made only now that the data loaded without error
         barrier(self.ctx)
 
     def fit(self, stop_at: int | None = None) -> TrainResult:
