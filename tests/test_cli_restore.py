@@ -273,6 +273,8 @@ def test_unavailable_device_is_a_usage_error(tmp_path, ckpt):
 
 def test_missing_default_weights_say_so_in_one_line(tmp_path, monkeypatch):
     monkeypatch.setenv("RAT_HOME", str(tmp_path / "no-weights-here"))
+    # hide the checkpoints shipped in the repository's weights/ too
+    monkeypatch.setattr("ratcli.weights.weights_dirs", lambda: [tmp_path / "no-weights-here"])
     _dicom(tmp_path / "series", ct_phantom(size=16, slices=2))
     r = rat("denoise", tmp_path / "series", "-o", tmp_path / "out")
     assert_one_error(r, "rat-ct")

@@ -36,12 +36,17 @@ def home(tmp_path, monkeypatch):
     manifest = json.loads((REPO_WEIGHTS_DIR / "manifest.json").read_text())
     manifest["weights"]["tiny"] = {"file": "tiny.bin", "kind": "sam",
                                    "sha256": hashlib.sha256(payload).hexdigest()}
+    for rec in manifest["weights"].values():
+        if rec["kind"] == "rat":
+            rec["sha256"] = None  # as if unpublished: these tests import their own files
     path = tmp_path / "manifest.json"
     path.write_text(json.dumps(manifest))
     (tmp_path / "tiny.bin").write_bytes(payload)
     monkeypatch.setenv("RAT_HOME", str(home))
     monkeypatch.setenv("RAT_MANIFEST", str(path))
     monkeypatch.delenv("RAT_SAM_CHECKPOINT", raising=False)
+    # only the private RAT_HOME, not the checkpoints shipped in the repository's weights/
+    monkeypatch.setattr("ratcli.weights.weights_dirs", lambda: [home])
     return home
 
 

@@ -33,6 +33,7 @@ def export(run_model: Path, name: str, *, half: bool = True, description: str | 
     dest = WEIGHTS / entry["file"]
     meta = ckpt.meta | {"name": name, "storage": "fp16" if half else "fp32"}
     sha = save_checkpoint(dest, ckpt.state_dict, ckpt.config, meta, half=half)
+    dest.chmod(0o644)  # save_checkpoint's temp file is private; a shipped file is not
     entry["sha256"] = sha
     if description:
         entry["description"] = description
@@ -44,6 +45,7 @@ def _write_json(path: Path, data: dict) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
     with os.fdopen(fd, "w") as fh:
         fh.write(json.dumps(data, indent=2) + "\n")
+    os.chmod(tmp, 0o644)
     os.replace(tmp, path)
 
 
