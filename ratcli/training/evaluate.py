@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -29,6 +30,10 @@ from ratcli.training.data import VolumePair, load_pairs, parse_data_spec
 from ratcli.training.degrade import Degradation, make_degradation
 from ratcli.training.metrics import CT_DISPLAY_WINDOW, METRIC_COLUMNS, definitions, image_metrics
 from ratcli.training.metrics import summarize as summarize_values
+
+if TYPE_CHECKING:
+    from ratcli.inference import Restorer
+    from ratcli.models import Checkpoint
 
 __all__ = ["evaluate", "EvalReport", "REPORT_FILES"]
 
@@ -137,12 +142,12 @@ class _Model:
 
     name: str
     path: Path
-    checkpoint: object
+    checkpoint: Checkpoint
     regions: str
     task: TaskSpec
-    _restorer: object = None
+    _restorer: Restorer | None = None
 
-    def restorer(self, device: str):
+    def restorer(self, device: str) -> Restorer:
         if self._restorer is None:
             from ratcli.inference import Restorer
 
