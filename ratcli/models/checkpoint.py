@@ -1,20 +1,24 @@
 """One-file checkpoints: model config + state dict + metadata, loadable with
-`torch.load(weights_only=True)` (no pickled code is ever executed)."""
+`torch.load(weights_only=True)` (no pickled code is ever executed).
+
+`save_tagged` / `load_tagged` are the shared format-tagged file helpers; training states
+(`ratcli.training.state`) use them too.
+"""
 
 from __future__ import annotations
 
-import hashlib
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from ratcli.errors import CheckpointError
+from ratcli.io.atomic import atomic_output
 from ratcli.models.rat import RATConfig, RegionAttentionTransformer, build_rat
+from ratcli.weights import sha256_file
 
-__all__ = ["Checkpoint", "save_checkpoint", "load_checkpoint", "sha256_file"]
+__all__ = ["Checkpoint", "save_checkpoint", "load_checkpoint", "save_tagged", "load_tagged",
+           "sha256_file"]
 
 FORMAT = "rat-checkpoint/1"
 
@@ -49,48 +53,40 @@ def save_checkpoint(
         k: (v.detach().cpu().half() if half and v.is_floating_point() else v.detach().cpu())
         for k, v in state.items()
     }
-    payload = {
-        "format": FORMAT,
-        "config": config.to_dict(),
-        "state_dict": state,
-        "meta": dict(meta or {}),
-    }
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.save(payload, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    payload = {"config": config.to_dict(), "state_dict": state, "meta": dict(meta or {})}
+    save_tagged(path, FORMAT, payload)
     return sha256_file(path)
 
 
 def load_checkpoint(path: str | Path) -> Checkpoint:
     """Read and validate a checkpoint written by `save_checkpoint`."""
+    payload = load_tagged(path, FORMAT, "rat checkpoint")
+    try:
+        config = RATConfig(**payload["config"])
+    except (TypeError, KeyError) as exc:
+        raise CheckpointError(f"{path}: bad model config in checkpoint ({exc})") from exc
+    return Checkpoint(config, payload["state_dict"], payload.get("meta", {}), Path(path),
+                      sha256_file(path))
+
+
+def save_tagged(path: str | Path, fmt: str, payload: dict) -> None:
+    """torch.save `payload` plus {"format": fmt} to `path` atomically (temp + rename)."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with atomic_output(path, overwrite=True) as tmp:
+        torch.save({"format": fmt, **payload}, tmp)
+
+
+def load_tagged(path: str | Path, fmt: str, what: str) -> dict:
+    """Load a file written by `save_tagged` with weights_only=True; CheckpointError naming
+    the file when it is missing, unreadable, or not a `what` of format `fmt`."""
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"{path}: checkpoint file not found")
+        raise CheckpointError(f"{path}: {what} file not found")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for a bad file
         reason = exc.__class__.__name__
-        raise CheckpointError(f"{path}: not a readable checkpoint ({reason})") from exc
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise CheckpointError(f"{path}: not a rat checkpoint (expected format {FORMAT})")
-    try:
-        config = RATConfig(**payload["config"])
-    except TypeError as exc:
-        raise CheckpointError(f"{path}: bad model config in checkpoint ({exc})") from exc
-    return Checkpoint(config, payload["state_dict"], payload.get("meta", {}), path,
-                      sha256_file(path))
-
-
-def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
+        raise CheckpointError(f"{path}: not a readable {what} ({reason})") from exc
+    if not isinstance(payload, dict) or payload.get("format") != fmt:
+        raise CheckpointError(f"{path}: not a {what} (expected format {fmt})")
+    return payload

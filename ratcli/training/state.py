@@ -15,8 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ratcli.errors import CheckpointError
-from ratcli.io.atomic import atomic_output
+from ratcli.models.checkpoint import load_tagged, save_tagged
 
 __all__ = ["STATE_FORMAT", "save_state", "load_state", "capture_rng", "restore_rng"]
 
@@ -25,23 +24,12 @@ STATE_FORMAT = "rat-train-state/1"
 
 def save_state(path: str | Path, state: dict) -> None:
     """Write `state` (plus the format tag) atomically to `path`."""
-    with atomic_output(path, overwrite=True) as tmp:
-        torch.save({"format": STATE_FORMAT, **state}, tmp)
+    save_tagged(path, STATE_FORMAT, state)
 
 
 def load_state(path: str | Path) -> dict:
     """Read a state file written by `save_state`; CheckpointError if it is not one."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: training state not found")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for a bad file
-        raise CheckpointError(f"{path}: not a readable training state "
-                              f"({exc.__class__.__name__})") from exc
-    if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
-        raise CheckpointError(f"{path}: not a rat training state (expected {STATE_FORMAT})")
-    return state
+    return load_tagged(path, STATE_FORMAT, "rat training state")
 
 
 def capture_rng() -> dict:
