@@ -46,7 +46,8 @@ class Example:
 EXAMPLES = (
     Example("ct_series", "ct_series", {"mode": "denoise", "task": "ct"}, "ct"),
     Example("pet.nii.gz", "pet.nii.gz", {"mode": "denoise", "task": "pet"}, "pet"),
-    Example("slide.tif", "slide-x2.tif", {"mode": "sr", "scale": 2}, "slide"),
+    # 128-px input tiles: smaller regions per tile, ~1.5x faster than the default 256 here
+    Example("slide.tif", "slide-x2.tif", {"mode": "sr", "scale": 2, "tile": 128}, "slide"),
 )
 
 
@@ -86,13 +87,13 @@ def _pet_figure(src: Path, dst: Path, fig: Path) -> None:
     _volume_figure(src, dst, fig, window=None, label="rat-pet")
 
 
-def _slide_figure(src: Path, dst: Path, fig: Path, *, crop: int = 128) -> None:
-    """A tissue crop: input (pixels enlarged) | bicubic x2 | rat-sr-x2."""
+def _slide_figure(src: Path, dst: Path, fig: Path, *, crop: int = 96) -> None:
+    """A crop rich in nuclei: input (pixels enlarged) | bicubic x2 | rat-sr-x2."""
     from ratcli.tasks import get_task
     from ratcli.training.baselines import run_baseline
 
     before, after = read(src).array[0], read(dst).array[0]
-    y, x = _tissue_corner(before, crop)
+    y, x = _nuclei_corner(before, crop)
     low = before[y : y + crop, x : x + crop]
     high = after[2 * y : 2 * (y + crop), 2 * x : 2 * (x + crop)]
     bicubic = run_baseline("bicubic", low[None], task=get_task("sr-x2"))[0]
@@ -100,9 +101,10 @@ def _slide_figure(src: Path, dst: Path, fig: Path, *, crop: int = 128) -> None:
     save_figure(fig, [(f"crop y{y} x{x}", panels)], window=None, error_top=64.0)
 
 
-def _tissue_corner(rgb: np.ndarray, crop: int) -> tuple[int, int]:
-    """Top-left corner of the crop with the most stained (dark) pixels, on a crop grid."""
-    dark = rgb.mean(-1) < 200
+def _nuclei_corner(rgb: np.ndarray, crop: int) -> tuple[int, int]:
+    """Top-left corner (on a half-crop grid) of the crop with the most nucleus-dark
+    pixels (mean RGB below 120): where super-resolution has edges to show."""
+    dark = rgb.mean(-1) < 120
     H, W = dark.shape
     best, corner = -1.0, (0, 0)
     for y in range(0, H - crop + 1, crop // 2):
