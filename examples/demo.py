@@ -8,9 +8,9 @@
 
 Each goes through the public API (`ratcli.api.restore_path`, the code path of the CLI)
 with the classical region partitioner, the one the shipped models were trained with.
-Outputs are written next to nothing the examples hold (examples/out/ is git-ignored);
-each example also gets one before/after PNG under examples/figures/. Runs in about a
-minute on 2 CPU cores.
+Outputs go to examples/out/ (git-ignored; the inputs are never touched) and
+each example also gets one before/after PNG under examples/figures/. Runs in about 100 s
+on 2 CPU cores (the slide takes most of it).
 """
 
 from __future__ import annotations
