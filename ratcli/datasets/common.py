@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
 from importlib import metadata
 from pathlib import Path
 
 from ratcli.errors import InputNotFoundError
 
-__all__ = ["DatasetError", "package_file", "sha256_of"]
+__all__ = ["DatasetError", "package_file"]
 
 DatasetError = InputNotFoundError
 
@@ -31,8 +30,3 @@ def package_file(dist: str, relpath: str, *, install: str) -> Path:
                 return path
     raise DatasetError(f"{dist}: {relpath} not found in the installed package "
                        f"(reinstall it: `{install}`)")
-
-
-def sha256_of(path: Path) -> str:
-    with open(path, "rb") as fh:
-        return hashlib.file_digest(fh, "sha256").hexdigest()
