@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ratcli.models.attention import batch_region_ids
+
 __all__ = ["FocalRegionLoss", "focal_region_loss", "region_weights", "l1_loss"]
 
 
@@ -25,9 +27,7 @@ def region_weights(error: torch.Tensor, regions: torch.Tensor) -> torch.Tensor:
     """
     B, C, H, W = error.shape
     e = error.detach().mean(1).reshape(B, H * W)  # channel mean per pixel
-    # group id unique across the batch
-    group = torch.stack([torch.unique(r.flatten(), return_inverse=True)[1] for r in regions])
-    group = (group + torch.arange(B, device=e.device)[:, None] * H * W).flatten()
+    group = batch_region_ids(regions.reshape(B, H * W)).flatten()
     n = B * H * W
     sums = torch.zeros(n, dtype=e.dtype, device=e.device).index_add_(0, group, e.flatten())
     counts = torch.zeros(n, dtype=e.dtype, device=e.device).index_add_(

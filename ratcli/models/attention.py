@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["region_attention", "window_attention"]
+__all__ = ["region_attention", "window_attention", "batch_region_ids"]
 
 
 def region_attention(
@@ -29,11 +29,7 @@ def region_attention(
     B, Hh, L, D = q.shape
     if labels.shape != (B, L):
         raise ValueError(f"labels must have shape {(B, L)}, got {tuple(labels.shape)}")
-    # Group id unique across the batch: rank of the label within its image, offset by b * L.
-    group = torch.empty(B, L, dtype=torch.long, device=labels.device)
-    for b in range(B):
-        group[b] = torch.unique(labels[b], return_inverse=True)[1]
-    group = group + torch.arange(B, device=labels.device)[:, None] * L
+    group = batch_region_ids(labels)
     order = torch.argsort(group.flatten(), stable=True)  # token positions, grouped
     counts = torch.unique_consecutive(group.flatten()[order], return_counts=True)[1]
     starts = torch.cumsum(counts, 0) - counts
@@ -76,6 +72,14 @@ def region_attention(
     result = torch.empty_like(out)
     result[order] = out
     return result.reshape(B, L, Hh, D).transpose(1, 2)
+
+
+def batch_region_ids(labels: torch.Tensor) -> torch.Tensor:
+    """(B, L) integer labels -> (B, L) int64 ids in [0, B*L), equal exactly where two
+    tokens share an image and a label: the rank of the label within its image plus b*L."""
+    B, L = labels.shape
+    ranks = torch.stack([torch.unique(row, return_inverse=True)[1] for row in labels])
+    return ranks + torch.arange(B, device=labels.device)[:, None] * L
 
 
 def window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
