@@ -46,3 +46,22 @@ def test_gain_round_trips_through_checkpoints_and_old_files_default_to_one(tmp_p
                tmp_path / "old.pt")
     loaded = load_checkpoint(tmp_path / "old.pt").config
     assert loaded.input_gain == 1.0 and loaded.input_shift == 0.0
+
+
+
+def test_detail_channel_is_zero_mean_on_flat_areas_and_round_trips(tmp_path):
+    cfg = RATConfig(**SMALL, input_shift=0.25, input_gain=10.0, input_detail=40.0)
+    model = build_rat(cfg).eval()
+    assert model.stem.in_channels == 2
+    seen = []
+    model.stem.register_forward_hook(lambda m, args, out: seen.append(args[0]))
+    x = torch.full((1, 1, 16, 16), 0.01)  # flat air, far from the shift
+    x[..., 8:, :] = 0.5
+    with torch.no_grad():
+        assert model(x).shape == x.shape
+    affine, detail = seen[0][0]
+    torch.testing.assert_close(affine, (x[0, 0] - 0.25) * 10.0)
+    assert detail[:5].abs().max() < 1e-4 and detail[11:].abs().max() < 1e-4  # flat: none
+    torch.testing.assert_close(detail[7, 0], torch.tensor((0.01 - (3 * 0.01 + 2 * 0.5) / 5) * 40))
+    save_checkpoint(tmp_path / "d.pt", model, cfg)
+    assert load_checkpoint(tmp_path / "d.pt").config == cfg

@@ -63,6 +63,12 @@ def test_single_quality_folder_is_degraded_reproducibly_at_its_pixel_size(tmp_pa
     manual = LowDoseCT(dose=0.25, photons=1e5, views=60, pixel_mm=5.0)
     rng = np.random.default_rng([3, 0])
     assert np.allclose(manual(a.target.array[0], rng), a.input.array[0])
+    # more realisations: the first is the one above, the others new noise, same target
+    many = load_pairs(spec, get_task("ct"), degradation=sim, seed=3, realizations=3)
+    assert [p.name for p in many] == [a.name, a.name + "#sim1", a.name + "#sim2"]
+    assert np.array_equal(many[0].input.array, a.input.array)
+    assert not np.array_equal(many[1].input.array, many[2].input.array)
+    assert all(p.target is many[0].target for p in many)
 
 
 def test_sr_tiff_folder_gives_low_resolution_inputs(tmp_path):

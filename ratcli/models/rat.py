@@ -32,6 +32,7 @@ class RATConfig:
     region_attn: bool = True
     input_shift: float = 0.0
     input_gain: float = 1.0
+    input_detail: float = 0.0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -65,6 +66,11 @@ class RegionAttentionTransformer(nn.Module):
     x' = (x - shift) * gain, undone on the output. Low-dose CT noise is ~0.5 % of the
     4096-HU normalisation window; a gain of ~10 brings it to the scale the layer norms
     and initialisations are made for, which trains many times faster (weights/README.md).
+
+    input_detail: when > 0, the stem also sees a detail channel, (x - 5x5 box mean of
+    x) * input_detail, zero-mean on flat areas at any intensity. Without it, noise on a
+    flat area far from `input_shift` (air at -1000 HU) is a small change on top of a
+    large offset that the per-pixel layer norms wash out, and the model leaves it alone.
     """
 
     multiple = 16  # two stride-2 downsamplings, then 4x4 windows
@@ -85,17 +91,21 @@ class RegionAttentionTransformer(nn.Module):
         region_attn: bool = True,
         input_shift: float = 0.0,
         input_gain: float = 1.0,
+        input_detail: float = 0.0,
     ) -> None:
         super().__init__()
         if input_gain <= 0:
             raise ValueError(f"input_gain must be > 0, got {input_gain}")
         self.input_shift, self.input_gain = float(input_shift), float(input_gain)
+        if input_detail < 0:
+            raise ValueError(f"input_detail must be >= 0, got {input_detail}")
+        self.input_detail = float(input_detail)
         if scale not in (1, 2, 4):
             raise ValueError(f"scale must be 1, 2 or 4, got {scale}")
         self.scale = scale
         self.in_channels, self.out_channels = in_channels, out_channels
         c1, c2, c4 = width, 2 * width, 4 * width
-        self.stem = nn.Conv2d(in_channels, c1, 3, padding=1)
+        self.stem = nn.Conv2d(in_channels * (2 if input_detail else 1), c1, 3, padding=1)
         self.enc1 = nn.Sequential(*(NAFBlock(c1) for _ in range(enc_blocks)))
         self.down1 = nn.Conv2d(c1, c2, 2, stride=2)
         self.enc2 = nn.Sequential(*(NAFBlock(c2) for _ in range(enc_blocks)))
@@ -119,20 +129,24 @@ class RegionAttentionTransformer(nn.Module):
 
     def forward(self, x: torch.Tensor, regions: torch.Tensor | None = None) -> torch.Tensor:
         B, C, H, W = x.shape
-        x = (x - self.input_shift) * self.input_gain
         if self.scale > 1:
             x = F.interpolate(x, scale_factor=self.scale, mode="bilinear", align_corners=False)
             H, W = H * self.scale, W * self.scale
+        x = (x - self.input_shift) * self.input_gain
         if regions is None:
             regions = torch.zeros(B, H, W, dtype=torch.long, device=x.device)
         elif regions.shape != (B, H, W):
             raise ValueError(f"regions must have shape {(B, H, W)}, got {tuple(regions.shape)}")
         xp = pad_to_multiple(x, self.multiple)
+        sp = xp
+        if self.input_detail:
+            mean = F.avg_pool2d(F.pad(xp, (2, 2, 2, 2), mode="reflect"), 5, stride=1)
+            sp = torch.cat([xp, (xp - mean) * (self.input_detail / self.input_gain)], dim=1)
         rp = pad_to_multiple(regions, self.multiple)
         # nearest-neighbour to H/4: the centre-ish pixel of each 4x4 block
         r4 = rp[:, 2::4, 2::4]
 
-        e1 = self.enc1(self.stem(xp))  # (B, c1, H, W)
+        e1 = self.enc1(self.stem(sp))  # (B, c1, H, W)
         e2 = self.enc2(self.down1(e1))  # (B, c2, H/2, W/2)
         b = self.down2(e2)  # (B, c4, H/4, W/4)
         y = b

@@ -33,7 +33,8 @@ class TrainConfig:
     decay from lr to lr_min over `iters`. grad_clip: max global grad norm (0 = off).
     focal_beta: focal region loss beta (0 = plain L1). regions: none | classical | sam |
     auto. dose, photons, electronic_noise, counts, blur_sigma, noise_sigma, jpeg_quality:
-    degradation simulator settings. seed: seeds model init, patches and simulation.
+    degradation simulator settings. seed: seeds model init, patches and simulation;
+    realizations: simulated inputs per single-quality training volume.
     val_every / log_every: steps between validations / log lines; val_max: most validation
     slices used. workers: DataLoader processes. amp: mixed precision on CUDA. device: auto |
     cpu | cuda | mps.
@@ -49,6 +50,7 @@ class TrainConfig:
     # model-side affine of the normalised input (RATConfig.input_shift / input_gain)
     input_shift: float = 0.0
     input_gain: float = 1.0
+    input_detail: float = 0.0  # RATConfig.input_detail: gain of the stem's detail channel
     iters: int = 20000
     batch_size: int = 8
     patch: int = 128
@@ -67,6 +69,7 @@ class TrainConfig:
     noise_sigma: float = 0.0
     jpeg_quality: int = 0
     seed: int = 0
+    realizations: int = 1
     val_every: int = 500
     log_every: int = 50
     val_max: int = 16
@@ -80,6 +83,9 @@ class TrainConfig:
         checks = [
             (self.iters >= 1, "iters must be >= 1"),
             (self.batch_size >= 1, "batch_size must be >= 1"),
+            (self.realizations >= 1, "realizations must be >= 1"),
+            (self.realizations == 1 or self.val is not None,
+             "realizations > 1 needs a separate val set (a split would share volumes)"),
             (self.width >= 1 and (4 * self.width) % self.heads == 0,
              f"4 x width ({4 * self.width}) must be divisible by heads ({self.heads})"),
             (self.lr > 0 and 0 <= self.lr_min <= self.lr, "need lr > 0 and 0 <= lr_min <= lr"),
@@ -103,7 +109,7 @@ class TrainConfig:
         return RATConfig(in_channels=spec.channels, out_channels=spec.channels,
                          width=self.width, num_heads=self.heads, scale=spec.scale,
                          region_attn=self.region_attn, input_shift=self.input_shift,
-                         input_gain=self.input_gain)
+                         input_gain=self.input_gain, input_detail=self.input_detail)
 
     def degradation(self) -> Degradation:
         return make_degradation(self.spec, dose=self.dose, photons=self.photons,

@@ -78,12 +78,15 @@ def parse_data_spec(spec: str | Path) -> DataSpec:
 
 
 def load_pairs(
-    spec: DataSpec, task: TaskSpec, *, degradation: Degradation | None, seed: int = 0
+    spec: DataSpec, task: TaskSpec, *, degradation: Degradation | None, seed: int = 0,
+    realizations: int = 1,
 ) -> list[VolumePair]:
     """Every volume pair of `spec` for `task`.
 
     degradation: the simulator for single-quality and synthetic data (required there).
     seed: seeds the simulator, per volume (volume i uses [seed, i]).
+    realizations: simulated inputs per single-quality volume (realisation r > 0 uses
+    [seed, i, r]); more than one keeps long runs from memorising one noise pattern.
     """
     if spec.kind == "paired":
         pairs = _load_paired(spec.path, task)
@@ -96,11 +99,13 @@ def load_pairs(
         for i, (name, target) in enumerate(targets):
             _check_task_image(target, task)
             target = _crop_to_scale(target, task.scale)
-            rng = np.random.default_rng([seed, i])
             sim = degradation.for_image(target)
-            low = np.stack([sim(s, rng) for s in target.array])
-            pairs.append(VolumePair(name, target.derived(low, scale=1) if task.scale == 1
-                                    else _shrunk(target, low, task.scale), target))
+            for r in range(realizations):
+                rng = np.random.default_rng([seed, i] if r == 0 else [seed, i, r])
+                low = np.stack([sim(s, rng) for s in target.array])
+                pairs.append(VolumePair(name if r == 0 else f"{name}#sim{r}",
+                                        target.derived(low, scale=1) if task.scale == 1
+                                        else _shrunk(target, low, task.scale), target))
     if not pairs:
         raise InputNotFoundError(f"{spec.path or spec.synthetic}: no image pairs found")
     return pairs

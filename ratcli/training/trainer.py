@@ -156,7 +156,8 @@ class Trainer:
         cfg, spec = self.config, self.config.spec
         degradation = cfg.degradation()
         data = parse_data_spec(cfg.data)
-        pairs = load_pairs(data, spec, degradation=degradation, seed=cfg.seed)
+        pairs = load_pairs(data, spec, degradation=degradation, seed=cfg.seed,
+                           realizations=cfg.realizations)
         if cfg.val is None:
             train, val = split_pairs(pairs)
             val_record: dict = {"kind": "held-out", "volumes": [p.name for p in val]}
