@@ -122,10 +122,13 @@ def test_config_checks_and_config_files(tmp_path):
         TrainConfig(regions="magic")
     with pytest.raises(UsageError, match="scale"):
         TrainConfig(task="sr")
+    with pytest.raises(UsageError, match="separate val"):
+        TrainConfig(realizations=4)  # a 10 % split would put one volume on both sides
     toml = tmp_path / "c.toml"
-    toml.write_text('task = "pet"\nwidth = 16\nbetas = [0.9, 0.99]\n')
+    toml.write_text('task = "pet"\nwidth = 16\nbetas = [0.9, 0.99]\ninput_detail = 40.0\n')
     cfg = TrainConfig.from_dict(load_config_file(toml))
     assert cfg.task == "pet" and cfg.betas == (0.9, 0.99) and cfg.model_config().width == 16
+    assert cfg.model_config().input_detail == 40.0
     bad = tmp_path / "bad.json"
     bad.write_text('{"widht": 16}')
     with pytest.raises(UsageError, match="widht"):

@@ -64,7 +64,7 @@ class RegionAttentionTransformer(nn.Module):
 
     input_shift, input_gain: a fixed affine map of the normalised intensities,
     x' = (x - shift) * gain, undone on the output. Low-dose CT noise is ~0.5 % of the
-    4096-HU normalisation window; a gain of ~10 brings it to the scale the layer norms
+    4096-HU normalisation window; a gain of 4-10 brings it to the scale the layer norms
     and initialisations are made for, which trains many times faster (weights/README.md).
 
     input_detail: when > 0, the stem also sees a detail channel, (x - 5x5 box mean of
