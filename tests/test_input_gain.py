@@ -48,7 +48,6 @@ def test_gain_round_trips_through_checkpoints_and_old_files_default_to_one(tmp_p
     assert loaded.input_gain == 1.0 and loaded.input_shift == 0.0
 
 
-
 def test_detail_channel_is_zero_mean_on_flat_areas_and_round_trips(tmp_path):
     cfg = RATConfig(**SMALL, input_shift=0.25, input_gain=10.0, input_detail=40.0)
     model = build_rat(cfg).eval()
