@@ -27,7 +27,8 @@ import numpy as np
 
 from ratcli.datasets.common import package_file
 
-__all__ = ["PYDICOM_CT_FILES", "HU_RANGE", "write_ct_training", "real_ct_slices"]
+__all__ = ["PYDICOM_CT_FILES", "HU_RANGE", "write_ct_training", "real_ct_slices",
+           "read_packaged_ct"]
 
 PYDICOM_CT_FILES = ("CT_small.dcm", "J2K_pixelrep_mismatch.dcm")
 HU_RANGE = (-1024.0, 3071.0)
@@ -76,12 +77,19 @@ def write_ct_training(
 
 def real_ct_slices() -> list[tuple[str, object]]:
     """[(stem, Image)] of pydicom's bundled CT slices, HU clipped to HU_RANGE."""
+    return read_packaged_ct("pydicom", "pydicom/data/test_files", PYDICOM_CT_FILES,
+                            install="pip install pydicom")
+
+
+def read_packaged_ct(dist: str, folder: str, files: tuple[str, ...], *, install: str
+                     ) -> list[tuple[str, object]]:
+    """[(stem, Image)] of the DICOM `files` under `folder` of the installed `dist`, HU
+    clipped to HU_RANGE, source metadata dropped (the training and held-out reader)."""
     from ratcli.io import read
 
     out = []
-    for fname in PYDICOM_CT_FILES:
-        path = package_file("pydicom", f"pydicom/data/test_files/{fname}",
-                            install="pip install pydicom")
+    for fname in files:
+        path = package_file(dist, f"{folder}/{fname}", install=install)
         image = read(path)
         clipped = np.clip(image.array, *HU_RANGE).astype(np.float32)
         out.append((Path(fname).stem, image.derived(clipped, meta={}, source=path)))

@@ -22,8 +22,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
 from ratcli.datasets.common import package_file
 
 __all__ = ["HELDOUT_CT_FILES", "write_heldout", "heldout_ct_slices", "heldout_he_image"]
@@ -46,17 +44,10 @@ def write_heldout(out: Path) -> dict[str, list[Path]]:
 
 def heldout_ct_slices() -> list[tuple[str, object]]:
     """[(stem, Image)] of the pydicom-data CT files, HU clipped to -1024..3071."""
-    from ratcli.datasets.ct import HU_RANGE
-    from ratcli.io import read
+    from ratcli.datasets.ct import read_packaged_ct
 
-    out = []
-    for fname in HELDOUT_CT_FILES:
-        path = package_file("pydicom-data", f"data_store/data/{fname}",
+    return read_packaged_ct("pydicom-data", "data_store/data", HELDOUT_CT_FILES,
                             install=PYDICOM_DATA_INSTALL)
-        image = read(path)
-        clipped = np.clip(image.array, *HU_RANGE).astype(np.float32)
-        out.append((Path(fname).stem, image.derived(clipped, meta={}, source=path)))
-    return out
 
 
 def heldout_he_image():
