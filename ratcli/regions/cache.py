@@ -105,6 +105,9 @@ class RegionCache:
 
     def _probe(self) -> None:
         """Create the folder and write (then delete) a file in it, or turn the cache off."""
+        if self.directory.exists() and not self.directory.is_dir():
+            self._disable(NotADirectoryError(0, "it is a file, not a folder"))
+            return
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
             with tempfile.NamedTemporaryFile(dir=self.directory, prefix=TEMP_PREFIX + "probe-"):
