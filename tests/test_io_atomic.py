@@ -174,10 +174,10 @@ def test_output_name_too_long_with_temp_prefix_refused_before_any_work(tmp_path)
 
 def test_write_error_in_body_is_one_line_and_cleans_up(tmp_path):
     out = tmp_path / "made" / "by" / "us" / "a.nii"
-    with pytest.raises(OutputNotWritableError, match=r"a\.nii: cannot write: No space left"):
-        with atomic_output(out) as tmp:
-            tmp.write_bytes(b"half")
-            raise OSError(errno.ENOSPC, "No space left on device")
+    full = pytest.raises(OutputNotWritableError, match=r"a\.nii: cannot write: No space left")
+    with full, atomic_output(out) as tmp:
+        tmp.write_bytes(b"half")
+        raise OSError(errno.ENOSPC, "No space left on device")
     assert list(tmp_path.iterdir()) == []
     # other errors pass through unchanged
     with pytest.raises(FileNotFoundError), atomic_output(out):
