@@ -240,21 +240,42 @@ def test_disk_full_while_writing_dicom_series(tmp_path, ct_slice, monkeypatch):
     assert _temps(tmp_path) == []
 
 
-@pytest.mark.parametrize("layer", ["itk", "python"])
-def test_disk_full_while_writing_nifti(tmp_path, monkeypatch, layer):
+@pytest.mark.parametrize("layer", ["itk-short-write", "itk-error", "python", "free-space"])
+@pytest.mark.parametrize("suffix", [".nii", ".nii.gz"])
+def test_disk_full_while_writing_nifti(tmp_path, monkeypatch, layer, suffix):
     img = read_nifti(_nii(tmp_path / "v.nii.gz"))
-    if layer == "itk":
-        def full(*args, **kwargs):
-            raise RuntimeError("ITK ERROR: NiftiImageIO: Could not write file\n"
-                               "No space left on device")
-        monkeypatch.setattr(sitk, "WriteImage", full)
-    else:  # the header-copy step is plain Python file writing
-        def full(*args, **kwargs):
-            raise OSError(errno.ENOSPC, "No space left on device")
-        monkeypatch.setattr("ratcli.io.nifti.copy_geometry", full)
-    out = tmp_path / "out" / "r.nii.gz"
-    with pytest.raises(OutputNotWritableError, match=r"r\.nii\.gz: cannot write.*No space left"):
+    if layer.startswith("itk"):
+        img.meta["nifti_header"] = None  # no source header to copy: ITK writes the output
+    real = sitk.WriteImage
+
+    def short_write(image, name, *args, **kwargs):
+        # What ITK's NIfTI writer does on a full disk: prints "** ERROR: NWAD: wrote only
+        # 4096 of 98304 bytes" to stderr and returns normally, leaving a cut-short file.
+        real(image, name, *args, **kwargs)
+        with open(name, "r+b") as fh:
+            fh.truncate(4096)
+
+    def itk_error(*args, **kwargs):
+        raise RuntimeError("ITK ERROR: ImageFileWriter: Could not write file\nNo space left")
+
+    def python_full(*args, **kwargs):  # the header-copy step is plain Python file writing
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    if layer == "itk-short-write":
+        monkeypatch.setattr(sitk, "WriteImage", short_write)
+    elif layer == "itk-error":
+        monkeypatch.setattr(sitk, "WriteImage", itk_error)
+    elif layer == "python":
+        monkeypatch.setattr("ratcli.io.nifti.copy_geometry", python_full)
+    else:
+        import shutil
+        monkeypatch.setattr(shutil, "disk_usage",
+                            lambda p: shutil._ntuple_diskusage(10**9, 10**9, 50_000))
+    out = tmp_path / "out" / f"r{suffix}"
+    with pytest.raises(OutputNotWritableError, match=rf"r{suffix}: cannot write") as info:
         write(img, out)
+    if layer == "free-space" and suffix == ".nii":
+        assert str(info.value).endswith("(0.1 MB needed, 0.1 MB free)")  # 98,656 vs 50,000
     assert not (tmp_path / "out").exists()
     assert _temps(tmp_path) == []
 

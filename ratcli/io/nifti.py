@@ -10,6 +10,7 @@ this also keeps denoised CT/PET values exactly). 3-component uint8 vectors are R
 
 from __future__ import annotations
 
+import gzip
 import os
 import zlib
 from pathlib import Path
@@ -55,9 +56,11 @@ def read_nifti(path: str | Path, *, max_pixels: int | None = None) -> Image:
     # Before ITK reads it: ITK fills missing voxels with 0 and drops NaN/inf.
     try:
         present, bad = scan_voxels(p, header)
-    except (EOFError, zlib.error, OSError) as exc:
+    except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
         reason = " ".join(str(exc).split()) or exc.__class__.__name__
         raise InputFormatError(f"{p}: truncated or corrupt compressed NIfTI ({reason})") from None
+    except OSError as exc:
+        raise InputFormatError(f"{p}: cannot read ({exc.strerror or exc})") from None
     if header.data_bytes is not None:
         check_length(p, have=present, need=header.data_bytes, what="voxel data")
     try:
@@ -139,12 +142,17 @@ def write_nifti(
     header = _source_header(image)
     try:
         with atomic_output(out, overwrite=overwrite, inputs=inputs) as tmp:
+            gz = out.name.lower().endswith(".gz")
+            if not gz or header is not None:  # an uncompressed file is written first
+                _check_free_space(out, 352 + data.size * (1 if image.is_rgb else 4))
             if header is None:
-                sitk.WriteImage(img, str(tmp), useCompression=out.name.lower().endswith(".gz"))
+                sitk.WriteImage(img, str(tmp), useCompression=gz)
+                _check_complete(tmp, out)
                 return out
             raw = tmp.with_name(tmp.name + ".raw.nii")
             try:
                 sitk.WriteImage(img, str(raw), useCompression=False)
+                _check_complete(raw, out)
                 os.replace(copy_geometry(header, raw, out.name), tmp)
             finally:
                 raw.unlink(missing_ok=True)
@@ -153,6 +161,33 @@ def write_nifti(
         # ITK reports a failed write (disk full, quota) as RuntimeError; the temp is gone.
         raise OutputNotWritableError(f"{out}: cannot write ({_itk_reason(exc)})") from None
     return out
+
+
+def _check_free_space(out: Path, need: int) -> None:
+    """Refuse before writing when the folder has less free space than the data needs
+    (ITK's NIfTI writer only prints a short write to stderr)."""
+    import shutil
+
+    try:
+        free = shutil.disk_usage(out.parent).free
+    except OSError:
+        return
+    if free < need:
+        raise OutputNotWritableError(f"{out}: cannot write: No space left on device "
+                                     f"({need / 1e6:.1f} MB needed, {free / 1e6:.1f} MB free)")
+
+
+def _check_complete(written: Path, out: Path) -> None:
+    """OutputNotWritableError unless `written` holds all the voxels its header promises:
+    ITK reports a short write (disk full, quota) on stderr and then returns normally."""
+    header = read_header(written)
+    try:
+        present = scan_voxels(written, header)[0] if header is not None else -1
+    except (EOFError, zlib.error, OSError):
+        present = -1
+    if header is None or header.data_bytes is None or present < header.data_bytes:
+        raise OutputNotWritableError(f"{out}: cannot write: the file came out incomplete "
+                                     "(disk full or over quota?)")
 
 
 def _source_header(image: Image):
