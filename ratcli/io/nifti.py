@@ -182,7 +182,7 @@ def _check_complete(written: Path, out: Path) -> None:
     ITK reports a short write (disk full, quota) on stderr and then returns normally."""
     header = read_header(written)
     try:
-        present = scan_voxels(written, header)[0] if header is not None else -1
+        present = scan_voxels(written, header, nonfinite=False)[0] if header else -1
     except (EOFError, zlib.error, OSError):
         present = -1
     if header is None or header.data_bytes is None or present < header.data_bytes:

@@ -74,13 +74,15 @@ def read_header(path: str | Path) -> NiftiHeader | None:
     return None
 
 
-def scan_voxels(path: str | Path, header: NiftiHeader) -> tuple[int, int]:
-    """(bytes of voxel data present, up to header.data_bytes; NaN/inf values in them).
+def scan_voxels(path: str | Path, header: NiftiHeader, *, nonfinite: bool = True
+                ) -> tuple[int, int]:
+    """(bytes of voxel data present, up to header.data_bytes; NaN/inf values in them,
+    or 0 when not `nonfinite`).
 
     Streams the data once, so memory stays at one chunk. Raises EOFError, zlib.error
     or gzip.BadGzipFile for a truncated or corrupt .nii.gz stream (a bad CRC included).
     """
-    kind = _FLOAT_TYPES.get(header.datatype)
+    kind = _FLOAT_TYPES.get(header.datatype) if nonfinite else None
     dtype = np.dtype(header.endian + kind) if kind else None
     want = header.data_bytes if header.data_bytes is not None else header.nvox
     if dtype is None and not _is_gzip(path):
