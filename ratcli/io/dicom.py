@@ -16,9 +16,10 @@ from pathlib import Path
 import numpy as np
 
 from ratcli.errors import InputFormatError
+from ratcli.io.formats import Format
 from ratcli.io.image import Domain, Image
 
-__all__ = ["read_dicom", "DicomMeta"]
+__all__ = ["read_dicom", "DicomMeta", "FORMAT"]
 
 # Positions closer than this (mm) along the normal are "the same slice".
 _SAME_POSITION_MM = 1e-3
@@ -113,6 +114,34 @@ def read_dicom(files: Sequence[str | Path], *, name: str | Path | None = None) -
         meta=meta,
         source=label,
     )
+
+
+def _write_derived(image: Image, path: Path, **options) -> Path:
+    from ratcli.io.dicom_derived import write_dicom  # imports this module: load it late
+
+    return write_dicom(image, path, **options)
+
+
+def _has_preamble(path: Path) -> bool:
+    from ratcli.io.sources import is_dicom_file
+
+    return is_dicom_file(path)
+
+
+FORMAT = Format(
+    name="dicom",
+    kind="dicom",
+    label="DICOM",
+    suffixes=(".dcm", ".dicom", ".ima"),
+    read=lambda source: read_dicom(source.files, name=source.path),
+    write=_write_derived,
+    # one .dcm for a single file (one slice or multi-frame), a folder for a series
+    output_suffix=lambda source: ".dcm" if source.path.is_file() else "",
+    writes=(".dcm",),
+    sniff=_has_preamble,
+    own_images_only=True,
+    writes_folders=True,
+)
 
 
 def _load(path: Path):

@@ -17,11 +17,12 @@ import numpy as np
 
 from ratcli.errors import InputFormatError, UsageError
 from ratcli.io.atomic import atomic_output
+from ratcli.io.formats import Format
 from ratcli.io.image import Domain, Image
 from ratcli.io.nifti_header import copy_geometry, count_nonfinite, read_header
 from ratcli.io.provenance import describe_provenance
 
-__all__ = ["read_nifti", "write_nifti"]
+__all__ = ["read_nifti", "write_nifti", "FORMAT"]
 
 # ITK writes this metadata key into the 80-character NIfTI `descrip` field.
 _DESCRIP_KEY = "ITK_FileNotes"
@@ -132,6 +133,19 @@ def write_nifti(
             raw.unlink(missing_ok=True)
             raw.with_name(raw.name + ".gz").unlink(missing_ok=True)
     return out
+
+
+FORMAT = Format(
+    name="nifti",
+    kind="nifti",
+    label="NIfTI",
+    suffixes=(".nii.gz", ".nii"),
+    read=lambda source: read_nifti(source.path),
+    write=write_nifti,
+    output_suffix=lambda source: ".nii.gz" if source.path.name.lower().endswith(".gz")
+    else ".nii",
+    writes=(".nii", ".nii.gz"),
+)
 
 
 def _source_header(image: Image):

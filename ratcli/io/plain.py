@@ -17,10 +17,11 @@ import numpy as np
 
 from ratcli.errors import InputFormatError, UsageError
 from ratcli.io.atomic import atomic_output
+from ratcli.io.formats import Format
 from ratcli.io.image import Domain, Image
 from ratcli.io.provenance import describe_provenance
 
-__all__ = ["read_plain", "write_plain"]
+__all__ = ["read_plain", "write_plain", "FORMAT"]
 
 _TIFF = (".tif", ".tiff")
 _PNG = (".png",)
@@ -105,6 +106,18 @@ def write_plain(
     with atomic_output(out, overwrite=overwrite, inputs=inputs) as tmp:
         _write_tiff(image, data, tmp, software=software)
     return out
+
+
+FORMAT = Format(
+    name="plain",
+    kind="image",
+    label="PNG/TIFF/JPEG",
+    suffixes=(".png", ".tif", ".tiff", ".jpg", ".jpeg"),
+    read=lambda source: read_plain(source.path),
+    write=write_plain,
+    output_suffix=lambda source: ".tif" if source.path.suffix.lower() in _TIFF else ".png",
+    writes=_PNG + _TIFF,
+)
 
 
 def _read_tiff(p: Path) -> tuple[np.ndarray, str, tuple[float, float] | None]:
