@@ -21,8 +21,8 @@ from typer.testing import CliRunner
 
 from ratcli.cli import app
 from ratcli.io import find_inputs, read
-from ratcli.phantom_dicom import save_datasets, synthetic_series
 from ratcli.models import RATConfig, build_rat, save_checkpoint
+from ratcli.phantom_dicom import save_datasets, synthetic_series
 from ratcli.phantoms import ct_phantom
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -29,9 +29,9 @@ from ratcli.errors import InputFormatError, UsageError
 from ratcli.io.atomic import atomic_output
 from ratcli.io.formats import (
     Format,
+    all_formats,
     format_for,
     format_of_kind,
-    all_formats,
     input_suffixes,
     output_suffix_for,
     output_suffixes,
