@@ -8,9 +8,9 @@ import torch.nn.functional as F
 
 from ratcli.errors import InputFormatError, OutputExistsError, UsageError
 from ratcli.inference import Restorer
-from ratcli.inference.slide import restore_slide
+from ratcli.inference.slide import restore_slide, restore_stream
 from ratcli.inference.tissue import TissueMap, tissue_mask
-from ratcli.io import find_inputs, read, write
+from ratcli.io import SLIDE_WRITER, find_inputs, read, write
 from ratcli.io.wsi import (
     PyramidWriter,
     SlideReader,
@@ -200,3 +200,45 @@ def test_chunk_plan_keeps_recomputation_low(restorer_tile, scale):
     computed = len(grid) * grid.tile_h * grid.tile_w / (band * band * k)
     # 25 % overlap alone costs (4/3)^2 = 1.78x; the halo adds a little on top.
     assert computed <= 2.1
+
+
+def test_restore_stream_writes_atomically_returns_its_report_and_counts_chunks_once(tmp_path):
+    _slide(tmp_path / "in.tif", h=300, w=420, tissue=(40, 60, 48))
+    (src,) = find_inputs(tmp_path / "in.tif")
+    calls = []
+    restorer = _sr_restorer(2)
+    restorer.on_progress = lambda done, total: calls.append((done, total))
+    report = restore_stream(src, tmp_path / "out.tif", restorer, chunk_tiles=1,
+                            provenance={"task": "sr-x2"})
+    # 600 x 840 output in 256 px tiles: 3 rows x 4 chunks. One total for the whole slide,
+    # counted by chunk; the Restorer's own per-chunk tile counts never reach the callback.
+    assert calls == [(k, 12) for k in range(1, 13)]
+    assert restorer.on_progress is not None  # handed back after the run
+    assert report.levels == [(600, 840), (300, 420), (150, 210)] and report.tile_px == 256
+    assert report.chunks_model + report.chunks_background == 12
+    s = openslide.OpenSlide(tmp_path / "out.tif")
+    assert s.dimensions == (840, 600) and "task=sr-x2" in s.properties["tiff.ImageDescription"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.tif", "out.tif"]  # no temp left
+    with pytest.raises(OutputExistsError):
+        restore_stream(src, tmp_path / "out.tif", restorer)
+    with pytest.raises(UsageError, match="streamed output must be one of .tif, .tiff"):
+        restore_stream(src, tmp_path / "out.png", restorer)
+
+
+def test_streamed_and_in_memory_slide_outputs_share_one_pyramid_layout(tmp_path):
+    """`rat sr` streams a slide, the Python API restores it in memory and io.write()s it:
+    both give the same tile edge and levels (issue: 256 px / 4 levels against 512 / 3)."""
+    import tifffile
+
+    _slide(tmp_path / "in.tif", h=300, w=420, tissue=(40, 60, 48))
+    restorer = _sr_restorer(2)
+    restore_slide(tmp_path / "in.tif", tmp_path / "cli.tif", restorer)  # api.py's call today
+    restore_stream(tmp_path / "in.tif", tmp_path / "stream.tif", restorer)
+    write(restorer.restore(read(tmp_path / "in.tif")), tmp_path / "api.tif")
+    layouts = []
+    for name in ("cli.tif", "stream.tif", "api.tif"):
+        with tifffile.TiffFile(tmp_path / name) as tif:
+            layouts.append([(p.shape[:2], p.tilewidth, p.tilelength) for p in tif.pages])
+    assert layouts[0] == layouts[1] == layouts[2]
+    assert [shape for shape, _, _ in layouts[0]] == [(600, 840), (300, 420), (150, 210)]
+    assert {(tw, tl) for _, tw, tl in layouts[0]} == {(SLIDE_WRITER.tile_px,) * 2}

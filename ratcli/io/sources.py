@@ -154,11 +154,8 @@ def output_path_for(source: Source, out_root: str | Path) -> Path:
     elif source.kind == "dicom" and not source.path.is_file():
         stem = name  # a series folder: no suffix to strip (folder names may hold dots)
     else:
-        stem = rel.stem if rel.suffix.lower() in _KNOWN_SUFFIXES else name
+        stem = rel.stem if rel.suffix.lower() in formats.input_suffixes() else name
     return Path(out_root) / rel.parent / f"{stem}{output_suffix_for(source)}"
-
-
-_KNOWN_SUFFIXES = frozenset(formats.input_suffixes())
 
 
 def _walk(root: Path) -> list[Path]:
