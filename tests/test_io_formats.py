@@ -105,3 +105,26 @@ def test_unknown_output_suffix_names_every_output_the_table_writes():
     assert str(err.value) == ("x.xyz: unknown output format; use one of .nii, .nii.gz, .tif, "
                               ".tiff, .png, .dcm (a folder for a DICOM series)")
     assert set(output_suffixes(any_image=True)) == {".nii", ".nii.gz", ".png", ".tif", ".tiff"}
+
+
+@pytest.mark.parametrize(("meta", "shape", "out", "match"), [
+    ({"format": "plain", "plain_dtype": "uint8"}, (2, 4, 4), "x.png", "PNG holds one slice"),
+    ({"format": "nifti"}, (1, 4, 4), "x.dcm", "DICOM output needs a DICOM input"),
+    ({"format": "slide"}, (1, 4, 4), "x.tif", "slide output is RGB"),
+    ({"format": "plain", "plain_dtype": "int16"}, (1, 4, 4), "x.png", "PNG holds 8/16-bit"),
+])
+def test_every_writer_refuses_an_image_its_format_cannot_hold_with_usage_error(
+        tmp_path, meta, shape, out, match):
+    image = Image(np.zeros(shape, np.float32), meta=meta)
+    with pytest.raises(UsageError, match=match):
+        write(image, tmp_path / out)
+    assert not (tmp_path / out).exists()
+
+
+def test_a_source_of_a_kind_no_format_reads_is_an_input_format_error_naming_it(tmp_path):
+    from ratcli.errors import InputFormatError
+    from ratcli.io import Source
+
+    src = Source(tmp_path / "a.xyz", (tmp_path / "a.xyz",), "xyz", Path("a.xyz"))
+    with pytest.raises(InputFormatError, match=r"a\.xyz: unknown input kind 'xyz'"):
+        read(src)

@@ -79,11 +79,7 @@ def read(source: Source | str | Path) -> Image:
     """Read one input (a Source from find_inputs, or a path that holds exactly one
     image or series) into an Image. Errors are RatErrors naming the file."""
     source = _one_source(source)
-    try:
-        fmt = format_of_kind(source.kind)
-    except UsageError:
-        raise InputFormatError(f"{source.path}: unknown input kind {source.kind!r}") from None
-    return fmt.read(source)
+    return format_of_kind(source.kind, where=source.path).read(source)
 
 
 def write(
@@ -109,7 +105,7 @@ def write(
 
 def streams(source: Source) -> bool:
     """True when `source` is read and written in chunks (whole slides), not whole."""
-    return format_of_kind(source.kind).open_stream is not None
+    return format_of_kind(source.kind, where=source.path).open_stream is not None
 
 
 def open_stream(source: Source | str | Path) -> Any:
@@ -118,7 +114,7 @@ def open_stream(source: Source | str | Path) -> Any:
     read(x, y, w, h) -> (h, w, 3) uint8 and thumbnail(max_edge) -> (h, w, 3) uint8.
     Raises UsageError for a source that is not streamed (read it whole with `read`)."""
     source = _one_source(source)
-    fmt = format_of_kind(source.kind)
+    fmt = format_of_kind(source.kind, where=source.path)
     if fmt.open_stream is None:
         raise UsageError(f"{source.path}: {fmt.label} inputs are read whole; use io.read")
     return fmt.open_stream(source)

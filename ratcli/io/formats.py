@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from ratcli.errors import UsageError
+from ratcli.errors import InputFormatError, UsageError
 
 if TYPE_CHECKING:
     from ratcli.io.image import Image
@@ -132,12 +132,13 @@ def format_named(name: str) -> Format | None:
     return next((f for f in _table() if f.name == name), None)
 
 
-def format_of_kind(kind: str) -> Format:
-    """The format that reads Sources of `kind`; UsageError for an unknown kind."""
+def format_of_kind(kind: str, *, where: str | Path = "input") -> Format:
+    """The format that reads Sources of `kind`; InputFormatError naming `where` when
+    none does."""
     for f in _table():
         if f.kind == kind:
             return f
-    raise UsageError(f"unknown input kind {kind!r}")
+    raise InputFormatError(f"{where}: unknown input kind {kind!r} (no format reads it)")
 
 
 def writer_for(image: Image, path: str | Path) -> Format:
@@ -182,7 +183,7 @@ def output_suffix_for(source: Source) -> str:
     """Suffix of the output for `source`: '' for a DICOM series folder, '.dcm' for a
     single DICOM file, the input's own NIfTI suffix, '.png' for PNG/JPEG, '.tif' for
     TIFF and whole-slide inputs (each format declares its own)."""
-    suffix = format_of_kind(source.kind).output_suffix
+    suffix = format_of_kind(source.kind, where=source.path).output_suffix
     return suffix if isinstance(suffix, str) else suffix(source)
 
 
