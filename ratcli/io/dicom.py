@@ -105,34 +105,6 @@ def read_dicom(files: Sequence[str | Path], *, name: str | Path | None = None) -
     )
 
 
-def _write_derived(image: Image, path: Path, **options) -> Path:
-    from ratcli.io.dicom_derived import write_dicom  # imports this module: load it late
-
-    return write_dicom(image, path, **options)
-
-
-def _has_preamble(path: Path) -> bool:
-    from ratcli.io.sources import is_dicom_file
-
-    return is_dicom_file(path)
-
-
-FORMAT = Format(
-    name="dicom",
-    kind="dicom",
-    label="DICOM",
-    suffixes=(".dcm", ".dicom", ".ima"),
-    read=lambda source: read_dicom(source.files, name=source.path),
-    write=_write_derived,
-    # one .dcm for a single file (one slice or multi-frame), a folder for a series
-    output_suffix=lambda source: ".dcm" if source.path.is_file() else "",
-    writes=(".dcm",),
-    sniff=_has_preamble,
-    own_images_only=True,
-    writes_folders=True,
-)
-
-
 def _load(path: Path):
     """Parse one file; InputFormatError for anything that is not a DICOM image."""
     import pydicom
@@ -224,3 +196,32 @@ def rescale_of(ds, i: int) -> tuple[float, float]:
 
 def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split()) or exc.__class__.__name__
+
+
+def _write_derived(image: Image, path: Path, **options) -> Path:
+    from ratcli.io.dicom_derived import write_dicom  # imports this module: load it late
+
+    return write_dicom(image, path, **options)
+
+
+def _has_preamble(path: Path) -> bool:
+    from ratcli.io.sources import is_dicom_file
+
+    return is_dicom_file(path)
+
+
+# This format's entry in the table of formats (ratcli.io.formats).
+FORMAT = Format(
+    name="dicom",
+    kind="dicom",
+    label="DICOM",
+    suffixes=(".dcm", ".dicom", ".ima"),
+    read=lambda source: read_dicom(source.files, name=source.path),
+    write=_write_derived,
+    # one .dcm for a single file (one slice or multi-frame), a folder for a series
+    output_suffix=lambda source: ".dcm" if source.path.is_file() else "",
+    writes=(".dcm",),
+    sniff=_has_preamble,
+    own_images_only=True,
+    writes_folders=True,
+)

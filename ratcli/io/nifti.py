@@ -135,19 +135,6 @@ def write_nifti(
     return out
 
 
-FORMAT = Format(
-    name="nifti",
-    kind="nifti",
-    label="NIfTI",
-    suffixes=(".nii.gz", ".nii"),
-    read=lambda source: read_nifti(source.path),
-    write=write_nifti,
-    output_suffix=lambda source: ".nii.gz" if source.path.name.lower().endswith(".gz")
-    else ".nii",
-    writes=(".nii", ".nii.gz"),
-)
-
-
 def _source_header(image: Image):
     """The source NIfTI-1 header when the image still has exactly the source grid."""
     header = image.meta.get("nifti_header")
@@ -176,3 +163,17 @@ def _itk_reason(exc: RuntimeError) -> str:
     """The useful last line of an ITK exception (they span many lines)."""
     lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
     return lines[-1][:200] if lines else "unknown error"
+
+
+# This format's entry in the table of formats (ratcli.io.formats).
+FORMAT = Format(
+    name="nifti",
+    kind="nifti",
+    label="NIfTI",
+    suffixes=(".nii.gz", ".nii"),
+    read=lambda source: read_nifti(source.path),
+    write=write_nifti,
+    output_suffix=lambda source: ".nii.gz" if source.path.name.lower().endswith(".gz")
+    else ".nii",
+    writes=(".nii", ".nii.gz"),
+)

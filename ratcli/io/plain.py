@@ -108,18 +108,6 @@ def write_plain(
     return out
 
 
-FORMAT = Format(
-    name="plain",
-    kind="image",
-    label="PNG/TIFF/JPEG",
-    suffixes=(".png", ".tif", ".tiff", ".jpg", ".jpeg"),
-    read=lambda source: read_plain(source.path),
-    write=write_plain,
-    output_suffix=lambda source: ".tif" if source.path.suffix.lower() in _TIFF else ".png",
-    writes=_PNG + _TIFF,
-)
-
-
 def _read_tiff(p: Path) -> tuple[np.ndarray, str, tuple[float, float] | None]:
     import tifffile
 
@@ -220,3 +208,16 @@ def _write_tiff(image: Image, data: np.ndarray, tmp: Path, *, software: str) -> 
         metadata=None,
         **kwargs,
     )
+
+
+# This format's entry in the table of formats (ratcli.io.formats).
+FORMAT = Format(
+    name="plain",
+    kind="image",
+    label="PNG/TIFF/JPEG",
+    suffixes=(".png", ".tif", ".tiff", ".jpg", ".jpeg"),
+    read=lambda source: read_plain(source.path),
+    write=write_plain,
+    output_suffix=lambda source: ".tif" if source.path.suffix.lower() in _TIFF else ".png",
+    writes=_PNG + _TIFF,
+)

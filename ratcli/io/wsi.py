@@ -154,28 +154,6 @@ def write_slide_tiles(
                              description=describe_provenance(provenance)).write(tiles)
 
 
-def _is_slide(path: Path) -> bool:
-    from ratcli.io.sources import is_slide
-
-    return is_slide(path)
-
-
-FORMAT = Format(
-    name="slide",
-    kind="slide",
-    label="whole-slide",
-    suffixes=(".svs", ".ndpi", ".mrxs", ".scn", ".vms", ".bif"),
-    read=lambda source: read_slide(source.path),
-    write=write_slide,
-    output_suffix=".tif",
-    writes=(".tif", ".tiff"),
-    sniff=_is_slide,  # a tiled TIFF pyramid (or one larger than a plain image)
-    own_images_only=True,
-    open_stream=lambda source: SlideReader(source.path),
-    write_stream=write_slide_tiles,
-)
-
-
 def _flatten(rgba: np.ndarray, background: np.ndarray) -> np.ndarray:
     """RGBA (non-premultiplied) over the background colour -> RGB uint8."""
     rgb = rgba[..., :3]
@@ -196,3 +174,26 @@ def _mpp(props) -> tuple[float, float] | None:
 
 def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split()) or exc.__class__.__name__
+
+
+def _is_slide(path: Path) -> bool:
+    from ratcli.io.sources import is_slide
+
+    return is_slide(path)
+
+
+# This format's entry in the table of formats (ratcli.io.formats).
+FORMAT = Format(
+    name="slide",
+    kind="slide",
+    label="whole-slide",
+    suffixes=(".svs", ".ndpi", ".mrxs", ".scn", ".vms", ".bif"),
+    read=lambda source: read_slide(source.path),
+    write=write_slide,
+    output_suffix=".tif",
+    writes=(".tif", ".tiff"),
+    sniff=_is_slide,  # a tiled TIFF pyramid (or one larger than a plain image)
+    own_images_only=True,
+    open_stream=lambda source: SlideReader(source.path),
+    write_stream=write_slide_tiles,
+)
