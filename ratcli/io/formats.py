@@ -34,7 +34,6 @@ __all__ = [
     "unregister",
     "all_formats",
     "format_for",
-    "format_named",
     "format_of_kind",
     "writer_for",
     "input_suffixes",
@@ -127,11 +126,6 @@ def format_for(path: str | Path) -> Format | None:
     return next((f for f in _table() if f.matches(p)), None)
 
 
-def format_named(name: str) -> Format | None:
-    """The format whose reader writes `name` into Image.meta["format"], or None."""
-    return next((f for f in _table() if f.name == name), None)
-
-
 def format_of_kind(kind: str, *, where: str | Path = "input") -> Format:
     """The format that reads Sources of `kind`; InputFormatError naming `where` when
     none does."""
@@ -150,7 +144,7 @@ def writer_for(image: Image, path: str | Path) -> Format:
     series). Raises UsageError naming every output suffix when nothing fits.
     """
     out = Path(path)
-    own = format_named(str(image.meta.get("format", "")))
+    own = _format_named(str(image.meta.get("format", "")))
     fits = [f for f in _table() if f.write is not None and _ends_with(out, f.writes)]
     if own in fits:
         return own
@@ -185,6 +179,11 @@ def output_suffix_for(source: Source) -> str:
     TIFF and whole-slide inputs (each format declares its own)."""
     suffix = format_of_kind(source.kind, where=source.path).output_suffix
     return suffix if isinstance(suffix, str) else suffix(source)
+
+
+def _format_named(name: str) -> Format | None:
+    """The format whose reader writes `name` into Image.meta["format"], or None."""
+    return next((f for f in _table() if f.name == name), None)
 
 
 _FORMATS: list[Format] | None = None
