@@ -53,19 +53,16 @@ _TYPE2_BY_SOP_CLASS = {
 _MODIFYING_EQUIPMENT = ("109103", "DCM", "Modifying Equipment")
 
 
-def fill_type2(ds) -> list[str]:
-    """Add every Type 2 attribute of `ds`'s IOD that it lacks, empty (zero length).
-    Returns the keywords added."""
+def fill_type2(ds) -> None:
+    """Add every Type 2 attribute of `ds`'s IOD that it lacks, empty (zero length)."""
     from pydicom.datadict import dictionary_VR, tag_for_keyword
 
     wanted = _TYPE2_COMMON + _TYPE2_BY_SOP_CLASS.get(str(ds.get("SOPClassUID", "")), ())
-    added = []
     for kw in wanted:
         if kw not in ds:
-            vr = dictionary_VR(tag_for_keyword(kw))
-            ds.add_new(tag_for_keyword(kw), vr, [] if vr == "SQ" else None)
-            added.append(kw)
-    return added
+            tag = tag_for_keyword(kw)
+            vr = dictionary_VR(tag)
+            ds.add_new(tag, vr, [] if vr == "SQ" else None)
 
 
 def name_rat(ds, *, description: str, when: str) -> None:
