@@ -27,7 +27,7 @@ from ratcli.io.checks import DEFAULT_MAX_PIXELS, MAX_PIXELS_ENV, max_pixels_limi
 from ratcli.io.dicom import read_dicom
 from ratcli.io.nifti import read_nifti
 from ratcli.io.plain import read_plain
-from ratcli.io.synthetic import save_datasets, synthetic_series
+from ratcli.phantom_dicom import save_datasets, synthetic_series
 from ratcli.phantoms import ct_phantom
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -286,7 +286,7 @@ def test_slide_with_corrupt_jpeg_tiles(tmp_path):
     from ratcli.io.wsi import PyramidWriter, SlideReader, read_slide, slide_tiles
 
     rgb = np.random.default_rng(0).integers(0, 255, (1024, 1024, 3), dtype=np.uint8)
-    PyramidWriter(tmp_path / "s.tif", width=1024, height=1024, tile=256,
+    PyramidWriter(tmp_path / "s.tif", width=1024, height=1024,
                   mpp=(0.5, 0.5)).write(slide_tiles(rgb, 256))
     data = bytearray((tmp_path / "s.tif").read_bytes())
     with tifffile.TiffFile(tmp_path / "s.tif") as tif:

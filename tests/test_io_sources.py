@@ -8,7 +8,7 @@ import tifffile
 
 from ratcli.errors import InputFormatError, InputNotFoundError
 from ratcli.io import Source, find_inputs, is_slide, output_path_for, output_suffix_for
-from ratcli.io.synthetic import save_datasets, synthetic_series
+from ratcli.phantom_dicom import save_datasets, synthetic_series
 
 
 def _series(folder: Path, *, n=3, series_number=1, seed=0, names=None):

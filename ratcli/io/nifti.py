@@ -20,11 +20,12 @@ import numpy as np
 from ratcli.errors import InputFormatError, OutputNotWritableError, UsageError
 from ratcli.io.atomic import atomic_output
 from ratcli.io.checks import check_length, check_pixels
+from ratcli.io.formats import Format
 from ratcli.io.image import Domain, Image
 from ratcli.io.nifti_header import COMPLEX_TYPES, copy_geometry, read_header, scan_voxels
 from ratcli.io.provenance import describe_provenance
 
-__all__ = ["read_nifti", "write_nifti"]
+__all__ = ["read_nifti", "write_nifti", "FORMAT"]
 
 # ITK writes this metadata key into the 80-character NIfTI `descrip` field.
 _DESCRIP_KEY = "ITK_FileNotes"
@@ -218,3 +219,17 @@ def _itk_reason(exc: RuntimeError) -> str:
     """The useful last line of an ITK exception (they span many lines)."""
     lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
     return lines[-1][:200] if lines else "unknown error"
+
+
+# This format's entry in the table of formats (ratcli.io.formats).
+FORMAT = Format(
+    name="nifti",
+    kind="nifti",
+    label="NIfTI",
+    suffixes=(".nii.gz", ".nii"),
+    read=lambda source: read_nifti(source.path),
+    write=write_nifti,
+    output_suffix=lambda source: ".nii.gz" if source.path.name.lower().endswith(".gz")
+    else ".nii",
+    writes=(".nii", ".nii.gz"),
+)

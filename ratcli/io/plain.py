@@ -20,10 +20,11 @@ import numpy as np
 from ratcli.errors import InputFormatError, UsageError
 from ratcli.io.atomic import atomic_output
 from ratcli.io.checks import check_length, check_pixels
+from ratcli.io.formats import Format
 from ratcli.io.image import Domain, Image
 from ratcli.io.provenance import describe_provenance
 
-__all__ = ["read_plain", "write_plain"]
+__all__ = ["read_plain", "write_plain", "FORMAT"]
 
 _TIFF = (".tif", ".tiff")
 _PNG = (".png",)
@@ -244,3 +245,16 @@ def _write_tiff(image: Image, data: np.ndarray, tmp: Path, *, software: str) -> 
         metadata=None,
         **kwargs,
     )
+
+
+# This format's entry in the table of formats (ratcli.io.formats).
+FORMAT = Format(
+    name="plain",
+    kind="image",
+    label="PNG/TIFF/JPEG",
+    suffixes=(".png", ".tif", ".tiff", ".jpg", ".jpeg"),
+    read=lambda source: read_plain(source.path),
+    write=write_plain,
+    output_suffix=lambda source: ".tif" if source.path.suffix.lower() in _TIFF else ".png",
+    writes=_PNG + _TIFF,
+)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ratcli.errors import InputFormatError, InputNotFoundError
+from ratcli.io import formats
 
 __all__ = [
     "Source",
@@ -24,10 +25,7 @@ __all__ = [
     "SLIDE_SUFFIXES",
 ]
 
-SLIDE_SUFFIXES = frozenset({".svs", ".ndpi", ".mrxs", ".scn", ".vms", ".bif"})
-NIFTI_SUFFIXES = (".nii.gz", ".nii")
-IMAGE_SUFFIXES = frozenset({".png", ".tif", ".tiff", ".jpg", ".jpeg"})
-DICOM_SUFFIXES = frozenset({".dcm", ".dicom", ".ima"})
+SLIDE_SUFFIXES = frozenset(formats.format_of_kind("slide").suffixes)
 # A .tif/.tiff is a slide when tiled and either this large or multi-resolution.
 SLIDE_MIN_EDGE = 4096
 
@@ -144,13 +142,7 @@ def output_suffix_for(source: Source) -> str:
     """Suffix of the output for `source`: '' for a DICOM series folder, '.dcm' for a
     single DICOM file (one slice or multi-frame), the input's own NIfTI suffix, '.png'
     for PNG/JPEG, '.tif' for TIFF and whole-slide inputs."""
-    if source.kind == "dicom":
-        return ".dcm" if source.path.is_file() else ""
-    if source.kind == "nifti":
-        return ".nii.gz" if source.path.name.lower().endswith(".gz") else ".nii"
-    if source.kind == "slide":
-        return ".tif"
-    return ".tif" if source.path.suffix.lower() in (".tif", ".tiff") else ".png"
+    return formats.output_suffix_for(source)
 
 
 def output_path_for(source: Source, out_root: str | Path) -> Path:
@@ -162,11 +154,8 @@ def output_path_for(source: Source, out_root: str | Path) -> Path:
     elif source.kind == "dicom" and not source.path.is_file():
         stem = name  # a series folder: no suffix to strip (folder names may hold dots)
     else:
-        stem = rel.stem if rel.suffix.lower() in _KNOWN_SUFFIXES else name
+        stem = rel.stem if rel.suffix.lower() in formats.input_suffixes() else name
     return Path(out_root) / rel.parent / f"{stem}{output_suffix_for(source)}"
-
-
-_KNOWN_SUFFIXES = SLIDE_SUFFIXES | IMAGE_SUFFIXES | DICOM_SUFFIXES | {".nii"}
 
 
 def _walk(root: Path) -> list[Path]:
@@ -184,17 +173,8 @@ def _walk(root: Path) -> list[Path]:
 
 
 def _kind_of(p: Path) -> str | None:
-    name = p.name.lower()
-    suffix = p.suffix.lower()
-    if name.endswith(NIFTI_SUFFIXES):
-        return "nifti"
-    if suffix in SLIDE_SUFFIXES:
-        return "slide"
-    if suffix in IMAGE_SUFFIXES:
-        return "slide" if is_slide(p) else "image"
-    if suffix in DICOM_SUFFIXES or is_dicom_file(p):
-        return "dicom"
-    return None
+    fmt = formats.format_for(p)
+    return None if fmt is None else fmt.kind
 
 
 def _rel(p: Path, root: Path) -> Path:
