@@ -150,12 +150,9 @@ class _Model:
     def restorer(self, device: str) -> Restorer:
         if self._restorer is None:
             from ratcli.inference import Restorer
+            from ratcli.regions import make_partitioner
 
-            part = None
-            if self.regions != "none":
-                from ratcli.regions import make_partitioner
-
-                part = make_partitioner(self.regions, cache=True)
+            part = make_partitioner(self.regions, cache=True)
             model = self.checkpoint.build("cpu")
             # whole images in one tile: evaluation images are small and it is exact
             self._restorer = Restorer(model, self.task, tile=4096, overlap=0.0, batch_size=1,
