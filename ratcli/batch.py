@@ -166,7 +166,8 @@ def run_batch(
     RatErrors about one input become an "error" record (raise_errors: re-raised), as do
     unexpected exceptions ("internal error ..."); RUN_WIDE errors abort the run.
     """
-    yield from plan.records
+    for record in plan.records:
+        yield result_type(**record.to_dict())
     for job in plan.jobs:
         if on_start is not None:
             on_start(job.source, job.output)

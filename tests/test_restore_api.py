@@ -88,7 +88,7 @@ def test_restore_many_yields_one_record_per_input_and_mirrors_the_tree(tmp_path)
     assert len(started) == 3  # every found source, not the missing path
     assert read(tmp_path / "out" / "deep" / "er" / "a.nii.gz").num_slices == 2
     assert set(by_name["a.nii.gz"].to_dict()) == {"input", "output", "status", "seconds",
-                                                  "task", "error"}
+                                                  "task", "error", "note"}
 
 
 def test_restore_path_raises_and_single_file_output(tmp_path):
