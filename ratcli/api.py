@@ -19,7 +19,7 @@ from enum import StrEnum
 from pathlib import Path
 
 from ratcli.batch import Job, OutputRule, Result, plan_batch, run_batch
-from ratcli.errors import CheckpointError, InputFormatError, UsageError
+from ratcli.errors import InputFormatError, TaskMismatchError, UsageError
 from ratcli.inference import Restorer, resolve_device
 from ratcli.inference.restorer import ProgressFn
 from ratcli.io import Image, Source, atomic_output, read, write
@@ -155,7 +155,7 @@ class Session:
         key = (ref, task.name)
         if key not in self._restorers:
             ckpt = self._checkpoint(ref)
-            _check_checkpoint(ckpt, task)
+            task.check_weights(ckpt)
             model = ckpt.build(self.device)
             restorer = Restorer(model, task, tile=self.tile, overlap=self.overlap,
                                 batch_size=self.batch_size, device=self.device,
@@ -186,9 +186,10 @@ class Session:
         kind = "sr" if self.mode is Mode.SR else "denoise"
         where = f"{weights}: weights for" if weights else "--task"
         if task.kind != kind:
-            raise UsageError(f"{where} {task.name} cannot be used with `rat {kind}`")
+            raise TaskMismatchError(f"{where} {task.name} cannot be used with `rat {kind}`")
         if self.mode is Mode.SR and self.scale not in (None, task.scale):
-            raise UsageError(f"{where} {task.name} upsamples x{task.scale}, not x{self.scale}")
+            raise TaskMismatchError(f"{where} {task.name} upsamples x{task.scale}, "
+                                    f"not x{self.scale}")
         return task
 
 
@@ -264,20 +265,6 @@ def _restore_source(session: Session, source: Source, out: Path, *, overwrite: b
     restored = restorer.restore(image)
     write(restored, out, overwrite=overwrite, provenance=provenance)
     return task, note
-
-
-def _check_checkpoint(ckpt, task: TaskSpec) -> None:
-    cfg = ckpt.config
-    if cfg.in_channels != task.channels or cfg.out_channels != task.channels:
-        raise CheckpointError(f"{ckpt.path}: model has {cfg.in_channels} input channels; "
-                              f"task {task.name} needs {task.channels}")
-    if cfg.scale != task.scale:
-        raise CheckpointError(f"{ckpt.path}: model upsamples x{cfg.scale}; task {task.name} "
-                              f"needs x{task.scale}")
-    meta_task = ckpt.meta.get("task")
-    if meta_task and meta_task != task.name:
-        raise CheckpointError(f"{ckpt.path}: weights were trained for task {meta_task}, "
-                              f"not {task.name}")
 
 
 def _is_path(ref: str) -> bool:

@@ -15,7 +15,7 @@ from enum import StrEnum
 
 import numpy as np
 
-from ratcli.errors import UsageError
+from ratcli.errors import TaskMismatchError, UsageError
 
 __all__ = ["TaskSpec", "TASKS", "Modality", "Norm", "NormParams", "get_task",
            "task_for_modality", "task_from_values"]
@@ -96,6 +96,21 @@ class TaskSpec:
         if self.nonnegative:
             out = np.maximum(out, 0.0)
         return out.astype(np.float32)
+
+    def check_weights(self, ckpt) -> None:
+        """Raise TaskMismatchError unless checkpoint `ckpt` (a models.Checkpoint: path,
+        config, meta) can run this task: same channels and scale, and trained for it
+        when its meta names a task."""
+        cfg, trained_for = ckpt.config, ckpt.meta.get("task")
+        if trained_for and trained_for != self.name:
+            raise TaskMismatchError(f"{ckpt.path}: weights were trained for task "
+                                    f"{trained_for}, not {self.name}")
+        if cfg.in_channels != self.channels or cfg.out_channels != self.channels:
+            raise TaskMismatchError(f"{ckpt.path}: model has {cfg.in_channels} input "
+                                    f"channels; task {self.name} needs {self.channels}")
+        if cfg.scale != self.scale:
+            raise TaskMismatchError(f"{ckpt.path}: model upsamples x{cfg.scale}; task "
+                                    f"{self.name} needs x{self.scale}")
 
     def data_range(self, target: np.ndarray, *, normalised: bool = False) -> float:
         """The data range metrics use (PSNR, SSIM): the HU window for Norm.HU, 255 for

@@ -8,7 +8,7 @@ import SimpleITK as sitk
 import torch
 
 from ratcli.api import RestoreResult, Session, restore, restore_many, restore_path
-from ratcli.errors import CheckpointError, InputFormatError, OutputExistsError, UsageError
+from ratcli.errors import InputFormatError, OutputExistsError, TaskMismatchError, UsageError
 from ratcli.io import Domain, Image, read
 from ratcli.models import RATConfig, build_rat, save_checkpoint
 from ratcli.phantoms import ct_phantom, pet_phantom
@@ -60,11 +60,11 @@ def test_bad_options_are_usage_errors(kwargs, needle):
 
 def test_checkpoint_that_cannot_do_the_task_is_refused(tmp_path):
     rgb = _ckpt(tmp_path / "rgb.pt", channels=3, scale=2)
-    with pytest.raises(CheckpointError, match="rgb.pt: model has 3 input channels"):
+    with pytest.raises(TaskMismatchError, match="rgb.pt: model has 3 input channels"):
         Session(task="ct", weights=rgb, device="cpu").restorer(Session(task="ct").fixed_task)
     wrong = _ckpt(tmp_path / "ct.pt", task="ct")
     s = Session(task="pet", weights=wrong, device="cpu")
-    with pytest.raises(CheckpointError, match="ct.pt: weights were trained for task ct"):
+    with pytest.raises(TaskMismatchError, match="ct.pt: weights were trained for task ct"):
         s.restorer(s.fixed_task)
 
 
