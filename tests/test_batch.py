@@ -120,6 +120,20 @@ def test_dicom_files_given_one_by_one_make_one_derived_series(tmp_path, ckpt):
     assert len(uids) == 1
 
 
+def test_dicom_files_listed_on_stdin_make_one_series_via_the_cli(tmp_path, ckpt):
+    from typer.testing import CliRunner
+
+    from ratcli.cli import app
+
+    files = _series(tmp_path / "ct", n=2)
+    listing = "".join(f"{f}\n" for f in files)
+    r = CliRunner().invoke(app, ["denoise", "-", "-o", str(tmp_path / "out"), "--json",
+                                 "--weights", ckpt["ct"], "--regions", "none"], input=listing)
+    assert r.exit_code == 0, r.stderr
+    assert len(r.stdout.splitlines()) == 1
+    assert _files(tmp_path / "out") == ["IM0001.dcm", "IM0002.dcm"]
+
+
 # -- every input/output pair checked before the first model run -------------------------
 
 
