@@ -243,9 +243,7 @@ def _check_outputs(jobs: list[Job], args: list[Path], *, overwrite: bool) -> Non
     writable: dict[Path, bool] = {}
     for job in jobs:
         for path in (job.output, *job.extras):
-            if len(path.name.encode()) + _TEMP_EXTRA > _NAME_MAX:
-                raise UsageError(f"{path}: output name too long ({len(path.name.encode())} "
-                                 f"bytes; at most {_NAME_MAX - _TEMP_EXTRA})")
+            _check_name(path)
             key = path.resolve()
             if key in owner:
                 raise UsageError(f"{path}: output of both {owner[key]} and {job.source.path}")
@@ -264,6 +262,14 @@ def _check_outputs(jobs: list[Job], args: list[Path], *, overwrite: bool) -> Non
         more = f"; {len(existing) - 1} more outputs exist" if len(existing) > 1 else ""
         raise OutputExistsError(f"{existing[0]}: output exists (use --overwrite to "
                                 f"replace it){more}")
+
+
+def _check_name(path: Path) -> None:
+    """UsageError when the name, with the temp prefix rat adds while writing, is too long."""
+    size = len(os.fsencode(path.name))
+    if size + _TEMP_EXTRA > _NAME_MAX:
+        raise UsageError(f"{path}: output name too long ({size} bytes; at most "
+                         f"{_NAME_MAX - _TEMP_EXTRA})")
 
 
 def _exists(path: Path) -> bool:

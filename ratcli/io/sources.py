@@ -22,7 +22,6 @@ __all__ = [
     "find_inputs",
     "scan_inputs",
     "group_dicom_files",
-    "is_temp_name",
     "is_dicom_file",
     "is_slide",
     "output_suffix_for",
@@ -106,7 +105,7 @@ def scan_inputs(path: str | Path) -> tuple[list[Source], list[Skipped]]:
     if not root.exists():
         raise InputNotFoundError(f"{root}: no such file or folder")
     if root.is_file():
-        if is_temp_name(root):
+        if _is_temp_name(root):
             return [], [Skipped(root, "a temp file of an interrupted rat run")]
         kind = _kind_of(root)
         if kind is None:
@@ -164,7 +163,7 @@ def group_dicom_files(files: list[Path]) -> tuple[list[Source], list[Skipped]]:
     return out, skipped
 
 
-def is_temp_name(path: str | Path) -> bool:
+def _is_temp_name(path: str | Path) -> bool:
     """True for rat's own temp outputs (`.rat-tmp-*`), which are never inputs."""
     return Path(path).name.startswith(TEMP_PREFIX)
 
