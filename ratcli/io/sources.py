@@ -138,29 +138,10 @@ def group_dicom_files(files: list[Path]) -> tuple[list[Source], list[Skipped]]:
     (SeriesInstanceUID), however they were passed, plus the skipped non-image objects.
 
     A series of one file is that file (rel: its name); a larger one is the folder that
-    holds its files (rel: the folder's name, with `_s<SeriesNumber>` when two series
-    would share it).
+    holds its files (rel: the folder's name, with a series suffix when two series would
+    share it, see _group_series).
     """
-    headers = {f: read_header(f) for f in files}
-    skipped = [Skipped(f, h.skip) for f, h in headers.items() if h.skip]
-    by_uid: dict[str | None, list[Path]] = defaultdict(list)
-    for f, h in headers.items():
-        if not h.skip:
-            by_uid[h.uid].append(f)
-    out: list[Source] = []
-    folders: list[tuple[str, list[Path], Path]] = []
-    for uid, group in by_uid.items():
-        if uid is None or len(group) == 1:  # unreadable headers stay single sources
-            out += [Source(f, (f,), "dicom", Path(f.name), uid, headers[f].modality)
-                    for f in group]
-        else:
-            folders.append((uid, group, _common_folder(group)))
-    names = [_folder_name(folder) for _, _, folder in folders]
-    for (uid, group, folder), name in zip(folders, names, strict=True):
-        number = headers[group[0]].number
-        rel = Path(name if names.count(name) == 1 else f"{name}_{_tag(uid, number)}")
-        out.append(Source(folder, tuple(group), "dicom", rel, uid, headers[group[0]].modality))
-    return out, skipped
+    return _group_series(files, None, taken=set())
 
 
 def _is_temp_name(path: str | Path) -> bool:
@@ -269,52 +250,54 @@ def _rel(p: Path, root: Path) -> Path:
 
 
 def _group_series(
-    files: list[Path], root: Path, *, taken: set[Path]
+    files: list[Path], root: Path | None, *, taken: set[Path]
 ) -> tuple[list[Source], list[Skipped]]:
     """DICOM files -> (one Source per SeriesInstanceUID, skipped non-image objects).
     Files with unreadable headers become Sources of their own.
 
     A series of one file is that file; a larger one is the folder that holds all its
-    files. When several outputs would share that folder name, each series gets a
-    suffix `_s<SeriesNumber>` (or `_<uid hash>` when numbers clash or are missing).
+    files. rel: relative to `root`, or (root None: files passed one by one) the file's
+    or folder's own name. When several outputs would share a series' rel, each series
+    gets a suffix `_s<SeriesNumber>` (or `_<uid hash>` when numbers clash or are missing).
     """
     by_uid: dict[str, list[Path]] = defaultdict(list)
     header_of: dict[str, DicomHeader] = {}
     singles: list[Source] = []
     skipped: list[Skipped] = []
+
+    def single(f: Path, uid: str | None, modality: str) -> Source:
+        return Source(f, (f,), "dicom", Path(f.name) if root is None else _rel(f, root),
+                      uid, modality)
+
     for f in files:
         h = read_header(f)
         if h.skip:
             skipped.append(Skipped(f, h.skip))
         elif h.uid is None:
-            singles.append(Source(f, (f,), "dicom", _rel(f, root), None, h.modality))
+            singles.append(single(f, None, h.modality))
         else:
             by_uid[h.uid].append(f)
             header_of.setdefault(h.uid, h)
 
-    series: list[tuple[str, list[Path], Path]] = []
+    bases: dict[Path, list[tuple[str, list[Path], Path]]] = defaultdict(list)
     for uid, group in by_uid.items():
         if len(group) == 1:
-            singles.append(Source(group[0], (group[0],), "dicom", _rel(group[0], root), uid,
-                                  header_of[uid].modality))
-        else:
-            series.append((uid, group, _common_folder(group)))
-
-    folders = defaultdict(list)
-    for uid, group, folder in series:
-        folders[folder].append((uid, group))
+            singles.append(single(group[0], uid, header_of[uid].modality))
+            continue
+        folder = _common_folder(group)
+        base = (Path(_folder_name(folder)) if root is None or folder == root
+                else _rel(folder, root))
+        bases[base].append((uid, group, folder))
     other_rels = taken | {s.rel for s in singles}
     out = list(singles)
-    for folder, members in folders.items():
-        base = _rel(folder, root) if folder != root else Path(_folder_name(root))
+    for base, members in bases.items():
         shared = len(members) > 1 or any(_is_within(r, base) for r in other_rels)
-        numbers = [header_of[uid].number for uid, _ in members]
+        numbers = [header_of[uid].number for uid, _, _ in members]
         unique = None not in numbers and len(set(numbers)) == len(numbers)
-        for (uid, group), number in zip(members, numbers, strict=True):
+        for (uid, group, folder), number in zip(members, numbers, strict=True):
             rel = base
             if shared:
-                tag = _tag(uid, number if unique else None)
-                rel = base.with_name(f"{base.name}_{tag}")
+                rel = base.with_name(f"{base.name}_{_tag(uid, number if unique else None)}")
             out.append(Source(folder, tuple(group), "dicom", rel, uid,
                               header_of[uid].modality))
     return out, skipped
