@@ -190,6 +190,17 @@ def test_regions_uses_the_same_checks(tmp_path):
     assert res.status == "ok" and res.regions == (1, 1, 1)
 
 
+def test_series_of_another_modality_is_skipped_not_failed(tmp_path, ckpt):
+    _series(tmp_path / "study" / "ct", n=2)
+    pet = synthetic_series(pet_phantom(size=16, slices=2), modality="PT", seed=5)
+    save_datasets(pet, tmp_path / "study" / "pet")
+    results = _run([tmp_path / "study"], tmp_path / "out", weights=ckpt["ct"])
+    assert results["ct"].status == "ok"
+    assert results["pet"].status == "skipped"
+    assert results["pet"].note == "a PT image; task ct restores CT"
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["ct"]
+
+
 # -- task choice and output rules --------------------------------------------------------
 
 
