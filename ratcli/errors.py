@@ -9,6 +9,7 @@ from __future__ import annotations
 __all__ = [
     "RatError",
     "InputFormatError",
+    "ImageTooLargeError",
     "InputNotFoundError",
     "GeometryMismatchError",
     "ChecksumError",
@@ -46,6 +47,10 @@ class InputNotFoundError(RatError):
 
 class InputFormatError(RatError):
     """A file exists but is not a readable image of a supported format."""
+
+
+class ImageTooLargeError(InputFormatError):
+    """An image's header claims more pixels than the pixel limit (checked before decoding)."""
 
 
 class GeometryMismatchError(RatError):

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ratcli.errors import InputFormatError
+from ratcli.io.checks import check_length, check_pixels
 from ratcli.io.image import Domain, Image
 
 __all__ = ["read_dicom", "DicomMeta"]
@@ -55,21 +56,28 @@ class _Frame:
     instance: int
 
 
-def read_dicom(files: Sequence[str | Path], *, name: str | Path | None = None) -> Image:
+def read_dicom(files: Sequence[str | Path], *, name: str | Path | None = None,
+               max_pixels: int | None = None) -> Image:
     """Read one DICOM image, series or multi-frame file.
 
     files: the file(s) of one series (any order). name: how errors name the input
         (default: the first file).
+    max_pixels: limit on Rows x Columns x frames of the whole series, checked on the
+        headers before decoding (None: RAT_MAX_PIXELS or `checks.DEFAULT_MAX_PIXELS`;
+        0: no limit); ImageTooLargeError above it.
     Returns Image with array (Z, Y, X) float32 (CT in HU, PT in `Units`, other
     modalities in rescaled units) or (Z, Y, X, 3) uint8 for colour; geometry in
     SimpleITK/LPS convention; `meta["dicom"]` a DicomMeta; `meta["units"]` for PT.
-    Raises InputFormatError naming the file: not DICOM, truncated/corrupt, no pixel
-    data, mixed sizes or orientations, several slices at one position.
+    Raises InputFormatError naming the file: not DICOM, truncated/corrupt (pixel data
+    shorter than Rows x Columns x frames x bits), no pixel data, 1-bit data, mixed
+    sizes or orientations, several slices at one position.
     """
     paths = [Path(f) for f in files]
     label = Path(name) if name is not None else paths[0]
     datasets = [_load(p) for p in paths]
     nframes = [int(ds.get("NumberOfFrames") or 1) for ds in datasets]
+    first = datasets[0]
+    check_pixels(label, (sum(nframes), int(first.Rows), int(first.Columns)), max_pixels)
     multiframe = any(n > 1 for n in nframes)
     if multiframe and len(datasets) > 1:
         raise InputFormatError(f"{label}: series mixes multi-frame files; give one file at a time")
@@ -80,7 +88,6 @@ def read_dicom(files: Sequence[str | Path], *, name: str | Path | None = None) -
     ]
     order, spacing, origin, direction = _geometry(frames, datasets[0], label)
     slices = _pixels(datasets, paths, frames, order)
-    first = datasets[0]
     modality = str(first.get("Modality", "OT")) or "OT"
     rgb = int(first.get("SamplesPerPixel", 1)) == 3
     domain = Domain.RGB8 if rgb else {"CT": Domain.HU, "PT": Domain.ACTIVITY}.get(
@@ -133,7 +140,21 @@ def _load(path: Path):
     for kw in ("Rows", "Columns", "BitsAllocated"):
         if kw not in ds:
             raise InputFormatError(f"{path}: DICOM image lacks {kw}")
+    if int(ds.BitsAllocated) == 1:
+        raise InputFormatError(f"{path}: 1-bit (BitsAllocated 1) segmentation/overlay data "
+                               "is not a restorable image")
+    _check_native_length(ds, path)
     return ds
+
+
+def _check_native_length(ds, path: Path) -> None:
+    """Uncompressed pixel data must hold Rows x Columns x frames x samples x bits."""
+    syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    if syntax is None or syntax.is_compressed:
+        return  # encapsulated fragments: a cut-short stream fails to decode instead
+    need = (int(ds.Rows) * int(ds.Columns) * int(ds.get("NumberOfFrames") or 1)
+            * int(ds.get("SamplesPerPixel") or 1) * int(ds.BitsAllocated) // 8)
+    check_length(path, have=len(ds.PixelData), need=need, what="PixelData")
 
 
 def _check_consistent(datasets: list, paths: list[Path], label: Path) -> None:

@@ -72,13 +72,20 @@ class SlideReader:
         try:
             rgba = np.asarray(self._slide.read_region((x, y), 0, (w, h)))
         except openslide.OpenSlideError as exc:
-            raise InputFormatError(f"{self.path}: cannot read region at ({x}, {y}): "
-                                   f"{_one_line(exc)}") from None
+            raise InputFormatError(f"{self.path}: corrupt slide data in the region at "
+                                   f"({x}, {y}) ({_one_line(exc)})") from None
         return _flatten(rgba, self._background)
 
     def thumbnail(self, max_edge: int = 1024) -> np.ndarray:
         """The whole slide, (h, w, 3) uint8, longest edge at most `max_edge`."""
-        im = self._slide.get_thumbnail((max_edge, max_edge))
+        import openslide
+
+        try:
+            im = self._slide.get_thumbnail((max_edge, max_edge))
+        except openslide.OpenSlideError as exc:
+            # OpenSlide reads the thumbnail from a low-resolution level: a bad tile there
+            raise InputFormatError(f"{self.path}: corrupt slide data in a low-resolution "
+                                   f"level ({_one_line(exc)})") from None
         return np.asarray(im.convert("RGB"))
 
     def close(self) -> None:
