@@ -36,16 +36,13 @@ from ratcli.errors import (
     UsageError,
     WeightsNotFoundError,
 )
-from ratcli.io.atomic import TEMP_PREFIX, check_not_input
+from ratcli.io.atomic import check_not_input, check_output_name
 from ratcli.io.sources import Source, group_dicom_files, output_path_for, scan_inputs
 
 __all__ = ["Result", "Job", "OutputRule", "Plan", "plan_batch", "run_batch", "RUN_WIDE"]
 
 # Failures that concern every input of the run: they abort it instead of being recorded.
 RUN_WIDE = (UsageError, CheckpointError, WeightsNotFoundError)
-# The longest name atomic_output derives from an output name: ".rat-tmp-old-<8 hex>-".
-_TEMP_EXTRA = len(TEMP_PREFIX) + len("old-") + 9
-_NAME_MAX = 255  # bytes, ext4/XFS/APFS/NTFS
 
 
 @dataclass
@@ -243,7 +240,7 @@ def _check_outputs(jobs: list[Job], args: list[Path], *, overwrite: bool) -> Non
     writable: dict[Path, bool] = {}
     for job in jobs:
         for path in (job.output, *job.extras):
-            _check_name(path)
+            check_output_name(path)
             key = path.resolve()
             if key in owner:
                 raise UsageError(f"{path}: output of both {owner[key]} and {job.source.path}")
@@ -262,14 +259,6 @@ def _check_outputs(jobs: list[Job], args: list[Path], *, overwrite: bool) -> Non
         more = f"; {len(existing) - 1} more outputs exist" if len(existing) > 1 else ""
         raise OutputExistsError(f"{existing[0]}: output exists (use --overwrite to "
                                 f"replace it){more}")
-
-
-def _check_name(path: Path) -> None:
-    """UsageError when the name, with the temp prefix rat adds while writing, is too long."""
-    size = len(os.fsencode(path.name))
-    if size + _TEMP_EXTRA > _NAME_MAX:
-        raise UsageError(f"{path}: output name too long ({size} bytes; at most "
-                         f"{_NAME_MAX - _TEMP_EXTRA})")
 
 
 def _exists(path: Path) -> bool:

@@ -147,7 +147,7 @@ def test_nifti_to_a_format_that_cannot_hold_it_is_a_usage_error(tmp_path, ckpt, 
 
 def test_too_long_output_name_and_file_name_for_several_inputs(tmp_path, ckpt):
     long = _nifti(tmp_path / ("n" * 230 + ".nii.gz"), ct_phantom(size=16))
-    with pytest.raises(UsageError, match="output name too long"):
+    with pytest.raises(UsageError, match="output name is too long"):
         list(restore_many([long], tmp_path / "out", weights=ckpt["ct"], device="cpu"))
     other = _nifti(tmp_path / "b.nii.gz", ct_phantom(size=16))
     with pytest.raises(UsageError, match="2 inputs need an output folder"):

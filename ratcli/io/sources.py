@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ratcli.errors import InputFormatError, InputNotFoundError
-from ratcli.io.atomic import TEMP_PREFIX
+from ratcli.io.atomic import is_temp_name
 from ratcli.io.dicom_header import DicomHeader, read_header
 
 __all__ = [
@@ -105,7 +105,7 @@ def scan_inputs(path: str | Path) -> tuple[list[Source], list[Skipped]]:
     if not root.exists():
         raise InputNotFoundError(f"{root}: no such file or folder")
     if root.is_file():
-        if _is_temp_name(root):
+        if is_temp_name(root):
             return [], [Skipped(root, "a temp file of an interrupted rat run")]
         kind = _kind_of(root)
         if kind is None:
@@ -142,11 +142,6 @@ def group_dicom_files(files: list[Path]) -> tuple[list[Source], list[Skipped]]:
     share it, see _group_series).
     """
     return _group_series(files, None, taken=set())
-
-
-def _is_temp_name(path: str | Path) -> bool:
-    """True for rat's own temp outputs (`.rat-tmp-*`), which are never inputs."""
-    return Path(path).name.startswith(TEMP_PREFIX)
 
 
 def is_dicom_file(path: str | Path) -> bool:
