@@ -13,12 +13,12 @@ missing or unusable weights) raise.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
-from ratcli.batch import Job, OutputRule, Result, plan_batch, run_batch
+from ratcli.batch import Job, OnStart, OutputRule, Result, plan_batch, run_batch, set_threads
 from ratcli.errors import InputFormatError, TaskMismatchError, UsageError
 from ratcli.inference import Restorer, resolve_device
 from ratcli.inference.restorer import ProgressFn
@@ -59,8 +59,9 @@ class Session:
     the task or the weights); weights: a manifest name or a checkpoint path (None = the
     task's default name); partitioner: a Partitioner or a `make_partitioner` method
     ("auto", "sam", "classical", "none" or a label-map path; sam_checkpoint and cache go
-    to it); max_pixels: the largest image (Y*X per slice) readers accept (None: their
-    default); the rest go to `Restorer`.
+    to it); threads: CPU threads for torch (None: its default); max_pixels: the largest
+    image readers accept (None: their default; handed to io.read once it takes a limit,
+    see the integrity readers); the rest go to `Restorer`.
     """
 
     def __init__(
@@ -78,6 +79,7 @@ class Session:
         sam_checkpoint: str | Path | None = None,
         cache: bool = True,
         max_pixels: int | None = None,
+        threads: int | None = None,
         on_tiles: ProgressFn | None = None,
     ) -> None:
         self.mode = Mode(mode)
@@ -97,7 +99,8 @@ class Session:
             partitioner = make_partitioner(partitioner, sam_checkpoint=sam_checkpoint,
                                            cache=cache)
         self.partitioner = partitioner
-        self.max_pixels = max_pixels  # for read(), once readers take a limit
+        self.max_pixels = max_pixels
+        set_threads(threads)
         self.on_tiles = on_tiles
         self.fixed_task = None if task == "auto" else self._check_task(get_task(task))
         self._restorers: dict[tuple[str, str], tuple[Restorer, dict]] = {}
@@ -199,7 +202,7 @@ def restore_many(
     *,
     overwrite: bool = False,
     raise_errors: bool = False,
-    on_start: Callable[[Source, Path], None] | None = None,
+    on_start: OnStart | None = None,
     **session_options,
 ) -> Iterator[RestoreResult]:
     """Restore every input below `inputs` into `output`; one RestoreResult per input.
@@ -211,7 +214,8 @@ def restore_many(
         input, the output file itself when it has an image suffix.
     overwrite: replace existing outputs (inputs are never overwritten).
     raise_errors: re-raise a per-input failure instead of recording it (--debug).
-    on_start: called with (source, output path) before each input.
+    on_start: called with (source, output path, index from 1, number of inputs) before
+        each input.
     session_options: keyword arguments of `Session` (mode, task, scale, weights, ...).
     Objects that are not restorable images of the task (localizers, dose reports,
     screenshots, other modalities) give a "skipped" record with the reason in `note`.

@@ -39,7 +39,11 @@ from ratcli.errors import (
 from ratcli.io.atomic import check_not_input, check_output_name
 from ratcli.io.sources import Source, group_dicom_files, output_path_for, scan_inputs
 
-__all__ = ["Result", "Job", "OutputRule", "Plan", "plan_batch", "run_batch", "RUN_WIDE"]
+__all__ = ["Result", "Job", "OutputRule", "Plan", "OnStart", "plan_batch", "run_batch",
+           "RUN_WIDE", "set_threads"]
+
+# (source, output, index from 1, number of inputs to run) before each input
+OnStart = Callable[[Source, Path, int, int], None]
 
 # Failures that concern every input of the run: they abort it instead of being recorded.
 RUN_WIDE = (UsageError, CheckpointError, WeightsNotFoundError)
@@ -154,10 +158,12 @@ def run_batch(
     *,
     result_type: type[Result] = Result,
     raise_errors: bool = False,
-    on_start: Callable[[Source, Path], None] | None = None,
+    on_start: OnStart | None = None,
 ) -> Iterator[Result]:
     """Yield plan.records, then run `work(job, info)` per job and yield its record.
 
+    on_start: called before each job with (source, output, index from 1, number of jobs),
+        so a caller can show "file N of M".
     work: reads, restores and writes one job; fills `info` with the record's extra fields
         (e.g. task, note), kept for an error record too.
     RatErrors about one input become an "error" record (raise_errors: re-raised), as do
@@ -165,9 +171,9 @@ def run_batch(
     """
     for record in plan.records:
         yield result_type(**record.to_dict())
-    for job in plan.jobs:
+    for index, job in enumerate(plan.jobs, start=1):
         if on_start is not None:
-            on_start(job.source, job.output)
+            on_start(job.source, job.output, index, len(plan.jobs))
         info: dict = {}
         t0 = time.perf_counter()
         try:
@@ -185,6 +191,17 @@ def run_batch(
             continue
         yield result_type(str(job.source.path), str(job.output), "ok",
                           round(time.perf_counter() - t0, 3), **info)
+
+
+def set_threads(threads: int | None) -> None:
+    """Use `threads` CPU threads for torch (None: leave torch's default)."""
+    if threads is None:
+        return
+    if threads < 1:
+        raise UsageError(f"--threads {threads}: must be at least 1")
+    import torch
+
+    torch.set_num_threads(threads)
 
 
 # -- planning steps, in call order ---------------------------------------------------

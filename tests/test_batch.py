@@ -106,7 +106,7 @@ def test_listed_files_go_flat_and_name_clashes_fail_before_any_work(tmp_path, ck
     started = []
     with pytest.raises(UsageError, match="scan.nii.gz: output of both .*p/scan.nii.gz and "):
         restore_many([c, a, b], tmp_path / "out", weights=ckpt["ct"], device="cpu",
-                     on_start=lambda s, o: started.append(s)).__next__()
+                     on_start=lambda *a: started.append(a)).__next__()
     assert started == [] and not (tmp_path / "out").exists()
 
 

@@ -77,7 +77,7 @@ def test_restore_many_yields_one_record_per_input_and_mirrors_the_tree(tmp_path)
     (src / "c.tif").write_bytes(b"II*\x00not a tiff")
     started = []
     results = list(restore_many([src, tmp_path / "nope"], tmp_path / "out", weights=weights,
-                                device="cpu", on_start=lambda s, o: started.append(o)))
+                                device="cpu", on_start=lambda *a: started.append(a)))
     assert all(isinstance(r, RestoreResult) for r in results)
     by_name = {Path(r.input).name: r for r in results}
     assert [by_name[n].status for n in ("a.nii.gz", "b.nii", "c.tif", "nope")] == [
@@ -85,7 +85,8 @@ def test_restore_many_yields_one_record_per_input_and_mirrors_the_tree(tmp_path)
     assert by_name["a.nii.gz"].output == str(tmp_path / "out" / "deep" / "er" / "a.nii.gz")
     assert by_name["b.nii"].output == str(tmp_path / "out" / "b.nii")
     assert by_name["nope"].output is None and "nope" in by_name["nope"].error
-    assert len(started) == 3  # every found source, not the missing path
+    # every found source, not the missing path, with "file N of M"
+    assert [(i, n) for _, _, i, n in started] == [(1, 3), (2, 3), (3, 3)]
     assert read(tmp_path / "out" / "deep" / "er" / "a.nii.gz").num_slices == 2
     assert set(by_name["a.nii.gz"].to_dict()) == {"input", "output", "status", "seconds",
                                                   "task", "error", "note"}

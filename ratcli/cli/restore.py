@@ -129,7 +129,7 @@ def _run(inputs: list[str], output: Path, *, as_json: bool, quiet: bool, overwri
             results = restore_many(
                 paths, output, overwrite=overwrite, raise_errors=state.debug,
                 partitioner=partitioner,
-                on_start=lambda src, out: bar.update(tid, description=src.path.name,
+                on_start=lambda src, out, *_: bar.update(tid, description=src.path.name,
                                                      completed=0, total=None),
                 on_tiles=on_tiles,
                 **options,

@@ -6,13 +6,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from ratcli.batch import Job, OutputRule, Result, plan_batch, run_batch
+from ratcli.batch import Job, OnStart, OutputRule, Result, plan_batch, run_batch, set_threads
 from ratcli.errors import UsageError
 from ratcli.io import (
     Domain,
@@ -73,7 +73,9 @@ def regions_many(
     tile: int = 2048,
     overwrite: bool = False,
     raise_errors: bool = False,
-    on_start: Callable[[Source, Path], None] | None = None,
+    on_start: OnStart | None = None,
+    max_pixels: int | None = None,
+    threads: int | None = None,
 ) -> Iterator[RegionsResult]:
     """Write a label map for every input below `inputs`; one RegionsResult per input.
 
@@ -82,11 +84,14 @@ def regions_many(
         label file itself when it has one of LABEL_SUFFIXES (naming as ratcli.batch).
     overlay: a PNG of region boundaries over the image (volumes: up to 9 slices side by
         side); a file for a single input, else a folder of `<name>.png`.
+    on_start, max_pixels, threads: as for ratcli.api.restore_many.
     All outputs are planned and checked before any work (ratcli.batch); problems with
     one input are recorded in its result (raise_errors re-raises them).
     """
     if task not in ("auto", "none") and task not in TASKS:
         raise UsageError(f"--task {task}: choose auto, none or one of {', '.join(TASKS)}")
+    set_threads(threads)
+    del max_pixels  # accepted for the CLI; io.read takes no limit yet (readers' default)
 
     def overlays(source: Source, out: Path, count: int) -> tuple[Path, ...]:
         if overlay is None:
