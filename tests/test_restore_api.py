@@ -52,6 +52,7 @@ def test_task_from_option_weights_or_modality(tmp_path):
     ({"overlap": 0.6}, "--overlap"),
     ({"batch_size": 0}, "--batch-size"),
     ({"device": "tpu"}, "--device tpu"),
+    ({"threads": 0}, "--threads 0"),
 ])
 def test_bad_options_are_usage_errors(kwargs, needle):
     with pytest.raises(UsageError, match=needle):
