@@ -20,6 +20,7 @@ __all__ = [
     "DownloadError",
     "DeviceError",
     "UsageError",
+    "TaskMismatchError",
 ]
 
 
@@ -33,6 +34,11 @@ class UsageError(RatError):
     """Bad combination of options (exit code 2, like other usage errors)."""
 
     exit_code = 2
+
+
+class TaskMismatchError(UsageError):
+    """Weights that cannot run the chosen task (trained for another, other channels or
+    scale), or a task the command cannot run; exit code 2 like other usage errors."""
 
 
 class InputNotFoundError(RatError):

@@ -57,7 +57,7 @@ def regions(
             elif result.status == "ok":
                 lo, mid, hi = result.regions
                 typer.echo(f"{result.output}  regions/slice {lo}-{hi} (median {mid})")
-            if result.status != "ok":
+            if result.status == "error":
                 failed += 1
                 console.print(f"[red]error:[/red] {result.error}", highlight=False,
                               soft_wrap=True)

@@ -19,6 +19,7 @@ from ratcli.api import Mode, RestoreResult, restore_many
 from ratcli.cli.app import app, console, emit_json, guard, progress, state
 from ratcli.errors import UsageError
 from ratcli.inference.device import DeviceChoice
+from ratcli.regions import make_partitioner
 from ratcli.tasks import TASKS
 
 __all__ = ["denoise", "sr"]
@@ -112,8 +113,8 @@ def _run(inputs: list[str], output: Path, *, as_json: bool, quiet: bool, overwri
         logging.getLogger("tifffile").setLevel(logging.ERROR)
     with guard():
         paths = _expand_stdin(inputs)
-        partitioner = _partitioner(regions, sam_checkpoint)
-        warning = getattr(partitioner, "fallback", None)
+        partitioner = make_partitioner(regions, sam_checkpoint=sam_checkpoint)
+        warning = partitioner.fallback
 
         def on_tiles(done: int, total: int) -> None:
             nonlocal warning
@@ -128,13 +129,13 @@ def _run(inputs: list[str], output: Path, *, as_json: bool, quiet: bool, overwri
             results = restore_many(
                 paths, output, overwrite=overwrite, raise_errors=state.debug,
                 partitioner=partitioner,
-                on_start=lambda src, out: bar.update(tid, description=src.path.name,
+                on_start=lambda src, out, *_: bar.update(tid, description=src.path.name,
                                                      completed=0, total=None),
                 on_tiles=on_tiles,
                 **options,
             )
             for result in results:
-                failed += result.status != "ok"
+                failed += result.status == "error"  # skipped objects are not failures
                 _report(result, as_json=as_json, quiet=quiet)
     if failed:
         raise typer.Exit(1)
@@ -153,20 +154,14 @@ def _expand_stdin(inputs: list[str]) -> list[str]:
     return out
 
 
-def _partitioner(regions: str, sam_checkpoint: str | None):
-    if regions == "none":
-        return None  # the model's own default: one region per image
-    from ratcli.regions.factory import make_partitioner
-
-    return make_partitioner(regions, sam_checkpoint=sam_checkpoint)
-
-
 def _report(result: RestoreResult, *, as_json: bool, quiet: bool) -> None:
-    if result.status != "ok":
+    if result.status == "error":
         console.print(f"error: {result.error}", style="red", markup=False, highlight=False,
                       soft_wrap=True)
+    elif result.note and not quiet:  # a skipped object, or the task --task auto picked
+        console.print(f"note: {result.input}: {result.note}", markup=False, highlight=False,
+                      soft_wrap=True)
     if as_json:
-        emit_json({k: getattr(result, k) for k in
-                   ("input", "output", "status", "seconds", "task", "error")})
+        emit_json(result.to_dict())
     elif result.status == "ok" and not quiet:
         typer.echo(f"{result.input} -> {result.output} ({result.seconds:.1f} s)")

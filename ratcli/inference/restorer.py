@@ -27,12 +27,11 @@ from ratcli.inference.device import (
 from ratcli.inference.tiling import TileGrid
 from ratcli.io.image import Image
 from ratcli.models.rat import pad_to_multiple
+from ratcli.regions.base import Partitioner
 from ratcli.tasks import TaskSpec
 
 __all__ = ["Restorer", "Partitioner", "ProgressFn"]
 
-# slice2d: (H, W) float32 normalised, or (H, W, 3) uint8 -> (H, W) integer labels
-Partitioner = Callable[[np.ndarray], np.ndarray]
 ProgressFn = Callable[[int, int], None]  # (tiles done, tiles total) for the current image
 
 
@@ -142,8 +141,8 @@ class Restorer:
 
     def _regions(self, x: torch.Tensor, raw2d: np.ndarray, image: Image) -> torch.Tensor | None:
         """Region labels (H*s, W*s) int64 for the whole slice, or None (one region)."""
-        if self.partitioner is None:
-            return None
+        if self.partitioner is None or getattr(self.partitioner, "one_region", False):
+            return None  # the model's own default, without partitioning anything
         C, H, W = x.shape
         s = self.scale
         if raw2d.dtype == np.uint8:  # RGB: partition the uint8 image itself

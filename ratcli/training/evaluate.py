@@ -163,12 +163,9 @@ class _Model:
     def restorer(self, device: str) -> Restorer:
         if self._restorer is None:
             from ratcli.inference import Restorer
+            from ratcli.regions import make_partitioner
 
-            part = None
-            if self.regions != "none":
-                from ratcli.regions import make_partitioner
-
-                part = make_partitioner(self.regions, cache=True)
+            part = make_partitioner(self.regions, cache=True)
             model = self.checkpoint.build("cpu")
             # whole images in one tile: evaluation images are small and it is exact
             self._restorer = Restorer(model, self.task, tile=4096, overlap=0.0, batch_size=1,
@@ -187,12 +184,7 @@ def _load_model(weights: str | Path, task: TaskSpec, regions: str | None) -> _Mo
 
     path = resolve_weights(weights)
     ckpt = load_checkpoint(path)
-    trained_for = ckpt.meta.get("task")
-    if trained_for is not None and trained_for != task.name:
-        raise UsageError(f"{path}: checkpoint was trained for task {trained_for}, not {task.name}")
-    if ckpt.config.scale != task.scale or ckpt.config.in_channels != task.channels:
-        raise UsageError(f"{path}: model (scale {ckpt.config.scale}, {ckpt.config.in_channels} "
-                         f"channels) does not fit task {task.name}")
+    task.check_weights(ckpt)
     method = regions or ckpt.meta.get("regions") or "none"
     name = path.parent.name if path.name == "model.pt" else path.stem
     return _Model(name, path, ckpt, method, task)
