@@ -10,41 +10,21 @@ HU and PET in its `Units`. The writer of derived series is `ratcli.io.dicom_deri
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from ratcli.errors import InputFormatError
 from ratcli.io.checks import check_length, check_pixels
+from ratcli.io.dicom_derived import write_dicom
+from ratcli.io.dicom_geometry import DicomMeta, rescale_of
 from ratcli.io.dicom_geometry import Frame as _Frame
-from ratcli.io.dicom_geometry import first_item as _first
 from ratcli.io.dicom_geometry import frames_of as _frames_of
 from ratcli.io.dicom_geometry import geometry as _geometry
-from ratcli.io.dicom_geometry import item_at as _item
 from ratcli.io.formats import Format
 from ratcli.io.image import Domain, Image
 
 __all__ = ["read_dicom", "DicomMeta", "FORMAT"]
-
-@dataclass
-class DicomMeta:
-    """What the derived-series writer needs, stored in `Image.meta["dicom"]`.
-
-    datasets: the source datasets (pixel data removed), in file order.
-    files: their paths, same order.
-    frames: for each output slice z (sorted by position), (dataset index, frame index).
-    multiframe: True when the source is one multi-frame file.
-    geometry: (spacing, origin, direction) as read, to tell whether an output grid
-        still matches the source (then geometry tags are copied verbatim).
-    """
-
-    datasets: list
-    files: list[Path]
-    frames: list[tuple[int, int]]
-    multiframe: bool
-    geometry: tuple
-
 
 def read_dicom(files: Sequence[str | Path], *, name: str | Path | None = None,
                max_pixels: int | None = None) -> Image:
@@ -199,30 +179,8 @@ def _to_real(frame: np.ndarray, ds, i: int, path: Path) -> np.ndarray:
     return (frame.astype(np.float64) * slope + intercept).astype(np.float32)
 
 
-def rescale_of(ds, i: int) -> tuple[float, float]:
-    """(RescaleSlope, RescaleIntercept) for frame i: per-frame group, shared group,
-    then top level, then (1, 0)."""
-    groups = [
-        g for g in (_item(ds.get("PerFrameFunctionalGroupsSequence"), i),
-                    _first(ds, "SharedFunctionalGroupsSequence"))
-        if g is not None
-    ] + [ds]
-    for g in groups:
-        seq = g.get("PixelValueTransformationSequence")
-        src = seq[0] if seq else g
-        if src.get("RescaleSlope") is not None:
-            return float(src.RescaleSlope), float(src.get("RescaleIntercept") or 0.0)
-    return 1.0, 0.0
-
-
 def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split()) or exc.__class__.__name__
-
-
-def _write_derived(image: Image, path: Path, **options) -> Path:
-    from ratcli.io.dicom_derived import write_dicom  # imports this module: load it late
-
-    return write_dicom(image, path, **options)
 
 
 def _has_preamble(path: Path) -> bool:
@@ -238,7 +196,7 @@ FORMAT = Format(
     label="DICOM",
     suffixes=(".dcm", ".dicom", ".ima"),
     read=lambda source: read_dicom(source.files, name=source.path),
-    write=_write_derived,
+    write=write_dicom,
     # one .dcm for a single file (one slice or multi-frame), a folder for a series
     output_suffix=lambda source: ".dcm" if source.path.is_file() else "",
     writes=(".dcm",),

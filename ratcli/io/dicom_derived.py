@@ -27,7 +27,7 @@ import numpy as np
 
 from ratcli.errors import GeometryMismatchError, UsageError
 from ratcli.io.atomic import atomic_output
-from ratcli.io.dicom import DicomMeta, rescale_of
+from ratcli.io.dicom_geometry import DicomMeta, rescale_of
 from ratcli.io.dicom_iod import (
     binary_values_to_little_endian,
     fill_type2,

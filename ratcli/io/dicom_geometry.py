@@ -1,4 +1,6 @@
-"""Where each DICOM frame lies: per-frame positions, orientations and pixel spacing
+"""What the DICOM reader and the derived-series writer share: `DicomMeta` (the source
+series kept in `Image.meta["dicom"]`), `rescale_of` (stored -> real values), and where
+each DICOM frame lies: per-frame positions, orientations and pixel spacing
 (classic single-frame, classic multi-frame and enhanced functional groups), and the
 slice order and (spacing, origin, direction) of a series sorted along its normal, as
 GDCM/SimpleITK do.
@@ -13,10 +15,29 @@ import numpy as np
 
 from ratcli.errors import InputFormatError
 
-__all__ = ["Frame", "frames_of", "geometry", "first_item", "item_at"]
+__all__ = ["DicomMeta", "Frame", "frames_of", "geometry", "first_item", "item_at", "rescale_of"]
 
 # Positions closer than this (mm) along the normal are "the same slice".
 _SAME_POSITION_MM = 1e-3
+
+
+@dataclass
+class DicomMeta:
+    """What the derived-series writer needs, stored in `Image.meta["dicom"]`.
+
+    datasets: the source datasets (pixel data removed), in file order.
+    files: their paths, same order.
+    frames: for each output slice z (sorted by position), (dataset index, frame index).
+    multiframe: True when the source is one multi-frame file.
+    geometry: (spacing, origin, direction) as read, to tell whether an output grid
+        still matches the source (then geometry tags are copied verbatim).
+    """
+
+    datasets: list
+    files: list[Path]
+    frames: list[tuple[int, int]]
+    multiframe: bool
+    geometry: tuple
 
 
 @dataclass
@@ -133,3 +154,19 @@ def _floats(value) -> np.ndarray | None:
         return np.asarray([float(v) for v in value], dtype=float)
     except (TypeError, ValueError):
         return None
+
+
+def rescale_of(ds, i: int) -> tuple[float, float]:
+    """(RescaleSlope, RescaleIntercept) for frame i: per-frame group, shared group,
+    then top level, then (1, 0)."""
+    groups = [
+        g for g in (item_at(ds.get("PerFrameFunctionalGroupsSequence"), i),
+                    first_item(ds, "SharedFunctionalGroupsSequence"))
+        if g is not None
+    ] + [ds]
+    for g in groups:
+        seq = g.get("PixelValueTransformationSequence")
+        src = seq[0] if seq else g
+        if src.get("RescaleSlope") is not None:
+            return float(src.RescaleSlope), float(src.get("RescaleIntercept") or 0.0)
+    return 1.0, 0.0
