@@ -149,6 +149,11 @@ def write_stream(
 def _one_source(source: Source | str | Path) -> Source:
     if isinstance(source, Source):
         return source
+    path = Path(source)
+    if path.is_file() and is_dicom_file(path):
+        # a DICOM file named on its own is read whatever object it is (a secondary capture
+        # too): skipping non-scans is the batch runner's rule, not the reader's
+        return Source(path, (path,), "dicom", Path(path.name))
     found = find_inputs(source)
     if len(found) != 1:
         raise InputFormatError(
