@@ -9,7 +9,8 @@ slice's position as origin and the median gap along the normal as its z spacing 
 never resamples: slice k of the array is source slice k). While the output grid is the
 source grid (denoising), the derived instances copy ImagePositionPatient,
 ImageOrientationPatient and the functional groups verbatim from their source instance,
-so uneven gaps and a gantry-tilt shear survive in the DICOM output exactly.
+so uneven gaps and a gantry-tilt shear survive in the DICOM output exactly. A NIfTI
+output, which holds one regular grid, is refused for such a series (`check_one_grid`).
 """
 
 from __future__ import annotations
@@ -168,12 +169,40 @@ def test_uneven_spacing_keeps_positions_per_slice(tmp_path, weights):
     out = restore_one(src, tmp_path / "OUT", weights)
     positions = assert_positions_kept(src, out)
     np.testing.assert_allclose(positions, [[-12.4, -12.4, zk] for zk in z])
-    # SimpleITK (like rat) holds one spacing for the volume, but reads the derived series
-    # exactly as it reads the source: the same five slices on the same grid.
+    # SimpleITK holds one spacing for the volume too (the mean gap, 3.125 mm, with a
+    # "non uniform sampling" warning), and reads the derived series exactly as it reads
+    # the source: the same five slices on the same grid.
     ref = assert_sitk_same_volume(src, out, 5)
     assert ref.GetOrigin() == pytest.approx((-12.4, -12.4, 0.0))
     derived = sitk.GetArrayFromImage(_sitk_series(out))
     np.testing.assert_allclose(derived, read(out).array, atol=1e-3)  # same slice order
+
+
+@pytest.mark.parametrize("case", ["uneven", "gantry-tilt", "oblique"])
+def test_nifti_output_only_when_slices_fit_one_grid(tmp_path, weights, case):
+    """A NIfTI holds one regular grid: gaps of 2.5 and 7.5 mm would put the middle slice
+    2.5 mm from where it was (on the 5 mm median grid), a gantry-tilt shear the last
+    slice 2.3 mm. rat refuses such a series
+    to NIfTI (one line, nothing written) instead of writing it there silently; a stack
+    that fits one grid (the oblique one) is written with its tilted direction."""
+    src = tmp_path / "SE0004"
+    if case == "uneven":
+        dss = synthetic_series(np.zeros((3, 32, 32)), spacing=(1.0, 1.0, 2.5))
+        dss[2].ImagePositionPatient = ["0", "0", "10"]  # gaps 2.5 and 7.5 mm
+        save_datasets(dss, src)
+    else:
+        tilted_series(src, table_steps=case == "gantry-tilt")
+    out = tmp_path / "OUT" / "ct.nii.gz"
+    (result,) = restore_many([src], out, weights=weights, device="cpu", partitioner="none")
+    if case == "oblique":
+        assert result.status == "ok", result.error
+        back = read(out)
+        np.testing.assert_allclose(back.direction, read(src).direction, atol=1e-6)
+        np.testing.assert_allclose(back.spacing, SPACING, atol=1e-5)
+        return
+    assert result.status == "error", result.output
+    assert "not on one regular grid" in result.error and "DICOM output" in result.error
+    assert not out.parent.exists() or not any(out.parent.iterdir())  # nothing left behind
 
 
 def test_enhanced_multiframe_ct(tmp_path, weights):
@@ -218,6 +247,8 @@ def test_enhanced_multiframe_ct(tmp_path, weights):
     # SimpleITK (GDCM) reads the enhanced output as one volume on the source's grid.
     a, b = sitk.ReadImage(str(path)), sitk.ReadImage(str(out))
     assert a.GetSize() == b.GetSize() == (32, 32, 4)
+    np.testing.assert_allclose(a.GetDirection(), img.direction, atol=1e-9)  # tilt seen
+    np.testing.assert_allclose(a.GetSpacing(), SPACING, atol=1e-9)
     np.testing.assert_allclose(b.GetSpacing(), a.GetSpacing(), rtol=0, atol=1e-9)
     np.testing.assert_allclose(b.GetOrigin(), a.GetOrigin(), rtol=0, atol=1e-9)
     np.testing.assert_allclose(b.GetDirection(), a.GetDirection(), rtol=0, atol=1e-9)

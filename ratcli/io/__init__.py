@@ -27,6 +27,7 @@ import numpy as np
 
 from ratcli.errors import InputFormatError, UsageError
 from ratcli.io.atomic import atomic_output
+from ratcli.io.dicom_geometry import check_one_grid
 from ratcli.io.formats import (
     Format,
     all_formats,
@@ -100,7 +101,10 @@ def write(
     Returns the path written.
     """
     out = Path(path)
-    return writer_for(image, out).write(image, out, overwrite=overwrite, provenance=provenance)
+    fmt = writer_for(image, out)
+    if fmt.name == "nifti":
+        check_one_grid(image, out)  # uneven or sheared DICOM slices do not fit one grid
+    return fmt.write(image, out, overwrite=overwrite, provenance=provenance)
 
 
 def streams(source: Source) -> bool:

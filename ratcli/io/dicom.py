@@ -21,6 +21,7 @@ from ratcli.io.dicom_geometry import DicomMeta, rescale_of
 from ratcli.io.dicom_geometry import Frame as _Frame
 from ratcli.io.dicom_geometry import frames_of as _frames_of
 from ratcli.io.dicom_geometry import geometry as _geometry
+from ratcli.io.dicom_geometry import off_grid_mm as _off_grid_mm
 from ratcli.io.formats import Format
 from ratcli.io.image import Domain, Image
 
@@ -76,6 +77,7 @@ def read_dicom(files: Sequence[str | Path], *, name: str | Path | None = None,
             frames=[(frames[k].ds_index, frames[k].frame_index) for k in order],
             multiframe=multiframe,
             geometry=(spacing, origin, direction),
+            off_grid_mm=_off_grid_mm(frames, order, spacing, origin, direction),
         ),
     }
     if modality == "PT":

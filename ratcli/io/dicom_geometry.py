@@ -13,9 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ratcli.errors import InputFormatError
+from ratcli.errors import GeometryMismatchError, InputFormatError
 
-__all__ = ["DicomMeta", "Frame", "frames_of", "geometry", "first_item", "item_at", "rescale_of"]
+__all__ = ["DicomMeta", "Frame", "frames_of", "geometry", "off_grid_mm", "check_one_grid",
+           "first_item", "item_at", "rescale_of"]
 
 # Positions closer than this (mm) along the normal are "the same slice".
 _SAME_POSITION_MM = 1e-3
@@ -31,6 +32,9 @@ class DicomMeta:
     multiframe: True when the source is one multi-frame file.
     geometry: (spacing, origin, direction) as read, to tell whether an output grid
         still matches the source (then geometry tags are copied verbatim).
+    off_grid_mm: how far the farthest slice lies from where that grid puts it (uneven
+        gaps, gantry-tilt shear); the derived DICOM keeps every position, a format
+        with one regular grid (NIfTI) cannot (`check_one_grid`).
     """
 
     datasets: list
@@ -38,6 +42,7 @@ class DicomMeta:
     frames: list[tuple[int, int]]
     multiframe: bool
     geometry: tuple
+    off_grid_mm: float = 0.0
 
 
 @dataclass
@@ -128,6 +133,32 @@ def geometry(frames: list[Frame], first, label: Path):
     # SimpleITK direction: row-major 3x3 whose columns are the x, y, z axis vectors.
     direction = tuple(float(v) for v in np.column_stack([row, col, normal]).ravel())
     return order, spacing, origin, direction
+
+
+def off_grid_mm(frames: list[Frame], order: list[int], spacing, origin, direction) -> float:
+    """Largest distance (mm) of a slice position from origin + k * spacing_z * normal."""
+    if any(f.position is None for f in frames):
+        return 0.0
+    normal = np.asarray(direction, dtype=float).reshape(3, 3)[:, 2]
+    grid = np.asarray(origin) + np.outer(np.arange(len(order)), normal * spacing[2])
+    actual = np.stack([frames[k].position for k in order])
+    return float(np.linalg.norm(actual - grid, axis=1).max())
+
+
+def check_one_grid(image, out: Path) -> None:
+    """Refuse to write a DICOM-derived image whose slices lie off its regular grid (by
+    more than 1 % of a slice gap) into a format that stores one grid: those slices
+    would be put where they are not, silently."""
+    meta = image.meta.get("dicom")
+    if not isinstance(meta, DicomMeta) or image.num_slices != len(meta.frames):
+        return
+    off, dz = meta.off_grid_mm, float(meta.geometry[0][2])
+    if off > 0.01 * dz + 1e-3:
+        raise GeometryMismatchError(
+            f"{out}: the source DICOM slices are not on one regular grid (a slice lies "
+            f"{off:.2f} mm off it: uneven gaps or gantry tilt); write a DICOM output "
+            "(a folder) to keep every slice position"
+        )
 
 
 def first_item(ds, keyword: str):
