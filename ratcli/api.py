@@ -22,7 +22,7 @@ from ratcli.batch import Job, OnStart, OutputRule, Result, plan_batch, run_batch
 from ratcli.errors import InputFormatError, TaskMismatchError, UsageError
 from ratcli.inference import Restorer, resolve_device
 from ratcli.inference.restorer import ProgressFn
-from ratcli.io import Image, Source, read, streams, write
+from ratcli.io import Image, Source, check_geometry_fits, read, streams, write
 from ratcli.regions import Partitioner, make_partitioner
 from ratcli.tasks import TASKS, TaskSpec, get_task, task_for_modality, task_from_values
 
@@ -265,6 +265,7 @@ def _restore_source(session: Session, source: Source, out: Path, *, overwrite: b
                       f"{report.chunks_model} by the model, {report.chunks_background} "
                       f"background (bicubic); tissue {report.tissue_fraction:.0%}")
     image = read(source)
+    check_geometry_fits(image, out)  # before the model runs, not after
     task, note = session.pick_task(image, source.path)
     restorer, provenance = session.restorer(task)
     restored = restorer.restore(image)

@@ -28,6 +28,7 @@ import SimpleITK as sitk
 import torch
 
 from ratcli.api import restore_many
+from ratcli.inference import Restorer
 from ratcli.io import read
 from ratcli.models import RATConfig, build_rat, save_checkpoint
 from ratcli.phantom_dicom import save_datasets, synthetic_series
@@ -179,12 +180,13 @@ def test_uneven_spacing_keeps_positions_per_slice(tmp_path, weights):
 
 
 @pytest.mark.parametrize("case", ["uneven", "gantry-tilt", "oblique"])
-def test_nifti_output_only_when_slices_fit_one_grid(tmp_path, weights, case):
+def test_nifti_output_only_when_slices_fit_one_grid(tmp_path, weights, case, monkeypatch):
     """A NIfTI holds one regular grid: gaps of 2.5 and 7.5 mm would put the middle slice
     2.5 mm from where it was (on the 5 mm median grid), a gantry-tilt shear the last
     slice 2.3 mm. rat refuses such a series
-    to NIfTI (one line, nothing written) instead of writing it there silently; a stack
-    that fits one grid (the oblique one) is written with its tilted direction."""
+    to NIfTI (one line, nothing written, before the model runs) instead of writing it
+    there silently; a stack that fits one grid (the oblique one) is written with its
+    tilted direction."""
     src = tmp_path / "SE0004"
     if case == "uneven":
         dss = synthetic_series(np.zeros((3, 32, 32)), spacing=(1.0, 1.0, 2.5))
@@ -193,14 +195,19 @@ def test_nifti_output_only_when_slices_fit_one_grid(tmp_path, weights, case):
     else:
         tilted_series(src, table_steps=case == "gantry-tilt")
     out = tmp_path / "OUT" / "ct.nii.gz"
+    runs = []
+    restore = Restorer.restore
+    monkeypatch.setattr(Restorer, "restore", lambda self, im: runs.append(1) or restore(self, im))
     (result,) = restore_many([src], out, weights=weights, device="cpu", partitioner="none")
     if case == "oblique":
         assert result.status == "ok", result.error
         back = read(out)
         np.testing.assert_allclose(back.direction, read(src).direction, atol=1e-6)
         np.testing.assert_allclose(back.spacing, SPACING, atol=1e-5)
+        assert runs == [1]
         return
     assert result.status == "error", result.output
+    assert runs == []  # refused on the input, no inference wasted
     assert "not on one regular grid" in result.error and "DICOM output" in result.error
     assert not out.parent.exists() or not any(out.parent.iterdir())  # nothing left behind
 

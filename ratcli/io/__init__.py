@@ -58,6 +58,7 @@ __all__ = [
     "find_inputs",
     "read",
     "write",
+    "check_geometry_fits",
     "streams",
     "open_stream",
     "write_stream",
@@ -101,10 +102,17 @@ def write(
     Returns the path written.
     """
     out = Path(path)
-    fmt = writer_for(image, out)
-    if fmt.name == "nifti":
-        check_one_grid(image, out)  # uneven or sheared DICOM slices do not fit one grid
-    return fmt.write(image, out, overwrite=overwrite, provenance=provenance)
+    check_geometry_fits(image, out)
+    return writer_for(image, out).write(image, out, overwrite=overwrite, provenance=provenance)
+
+
+def check_geometry_fits(image: Image, path: str | Path) -> None:
+    """Raise GeometryMismatchError when `path`'s format cannot hold `image`'s slice
+    positions: a DICOM series with uneven gaps or a gantry-tilt shear to NIfTI, which
+    stores one regular grid. Cheap, on the input image: callers check before inference."""
+    out = Path(path)
+    if writer_for(image, out).name == "nifti":
+        check_one_grid(image, out)
 
 
 def streams(source: Source) -> bool:
