@@ -16,7 +16,7 @@ from pathlib import Path
 
 __all__ = ["sha256_file", "cached_sha256", "CACHE_NAME"]
 
-CACHE_NAME = "sha256-cache.json"
+CACHE_NAME = ".sha256-cache.json"
 _memory: dict[str, tuple[list[int], str]] = {}
 
 

@@ -146,7 +146,7 @@ console: Any = _LazyConsole()
 
 def error_line(message: str) -> None:
     """One `error: ...` line on stderr."""
-    console.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
+    note_line(f"error: {message}")
 
 
 def warn(message: str) -> None:
@@ -155,8 +155,16 @@ def warn(message: str) -> None:
 
 
 def note_line(text: str) -> None:
-    """One line on stderr; above the progress bar when one is shown (same Console)."""
-    console.print(text, markup=False, highlight=False, soft_wrap=True)
+    """One line on stderr. Once rich is in use (a progress bar may be live), through its
+    Console, which prints above the bar; before that, plain (no rich import)."""
+    if _console is not None:
+        _console.print(text, markup=False, highlight=False, soft_wrap=True)
+        return
+    try:
+        sys.stderr.write(text + "\n")
+        sys.stderr.flush()
+    except (BrokenPipeError, ValueError):
+        pass
 
 
 @contextmanager
