@@ -29,6 +29,10 @@ SKIPPED = {
     "--data scans/": "needs a folder of the user's own scans",
     "--data heldout/": "needs the user's held-out scans (and runs/ct from scans/)",
     "torchrun": "needs several processes or GPUs, and scans/",
+    "rat sr examples/slide.tif": "minutes of CPU for the 1024x768 slide with the shipped "
+                                 "x2 model; test_cli_restore.py::"
+                                 "test_sr_example_slide_end_to_end restores the same slide "
+                                 "with a small checkpoint",
 }
 
 
@@ -107,7 +111,6 @@ def test_readme_commands_run_as_written(scratch):
         if "| jq -r '.status'" in command:
             assert proc.stdout.split() == ["ok"], proc.stdout
     assert (work / "out" / "pet_full.nii.gz").is_file()
-    assert (work / "out" / "slide_x2.tif").is_file()
     assert sorted(p.name for p in (work / "examples").iterdir()) == sorted(EXAMPLES)
 
 
