@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -105,6 +106,8 @@ def train(
         patch=patch, lr=lr, focal_beta=focal_beta, regions=regions, region_attn=region_attn,
         dose=dose, photons=photons, seed=seed, val_every=val_every, log_every=log_every,
         workers=workers, device=device and device.value).items() if v is not None}
+    # under torchrun every rank runs this command; only rank 0 talks
+    quiet = quiet or os.environ.get("RANK", "0") != "0"
     say = (lambda _msg: None) if quiet else note_line
     with guard():
         state.activity = "starting training"
