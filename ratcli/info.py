@@ -26,7 +26,7 @@ def _version(dist: str) -> str:
 def weights_sources() -> dict:
     """The weights search order and, per manifest name, the file it loads from."""
     bundled = bundled_weights_dir()
-    home_from = "RAT_HOME" if os.environ.get("RAT_HOME") else "user data dir; set RAT_HOME"
+    home_from = "RAT_HOME" if os.environ.get("RAT_HOME") else "user data dir; RAT_HOME overrides"
     search = ([f"{bundled} (source checkout)"] if bundled else []) + [
         f"{default_weights_dir()} ({home_from})"]
     loaded = {}

@@ -53,6 +53,7 @@ class _State:
     debug: bool = False
     signum: int | None = None  # the first stop signal received
     activity: str = "starting"  # what a stop signal interrupts, for its one line
+    left: str = "no partial output was left"  # and what it leaves behind
 
 
 state = _State()
@@ -102,8 +103,7 @@ def _on_signal(signum: int, frame: object) -> None:
 
 def _report_interrupt() -> None:
     name = signal.Signals(state.signum or signal.SIGINT).name
-    sys.stderr.write(f"rat: interrupted by {name} while {state.activity}; "
-                     "no partial output was left\n")
+    sys.stderr.write(f"rat: interrupted by {name} while {state.activity}; {state.left}\n")
     sys.stderr.flush()
 
 

@@ -6,7 +6,17 @@ from pathlib import Path
 
 import typer
 
-from ratcli.cli.app import TASK_NAMES, app, echo, emit_json, error_line, flag, get_console, guard
+from ratcli.cli.app import (
+    TASK_NAMES,
+    app,
+    echo,
+    emit_json,
+    error_line,
+    flag,
+    get_console,
+    guard,
+    state,
+)
 from ratcli.cli.app import json_option as _json
 
 weights_app = typer.Typer(
@@ -70,6 +80,7 @@ def import_(
 ) -> None:
     """Install a checkpoint from a file (air-gapped machines, your own training runs):
     sha256 checked or recorded, atomic copy; then use it with --weights NAME."""
+    state.activity = f"importing {file}"
     with guard():
         from ratcli.weights_install import import_weights
 
@@ -105,6 +116,8 @@ def fetch(
 
     from ratcli.weights_install import fetch_weights
 
+    state.activity = f"downloading {name}"
+    state.left = "the partial download is kept: run the command again to resume"
     console = get_console()
     bar = Progress(TextColumn(name), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
                    TimeRemainingColumn(), console=console, transient=True,
