@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ratcli.io.wsi import PyramidWriter
+from ratcli.io.wsi import PyramidWriter, SlideWriterConfig
 from ratcli.models import RATConfig, build_rat, save_checkpoint
 from ratcli.phantoms import he_tile
 
@@ -55,7 +55,8 @@ def synthetic_slide(path: Path, size: int) -> None:
                 t = tissue if (y, x) == TISSUE_AT else glass
                 yield t[: min(TILE, size - y), : min(TILE, size - x)]
 
-    PyramidWriter(path, width=size, height=size, tile=TILE, mpp=(0.5, 0.5)).write(tiles())
+    PyramidWriter(path, width=size, height=size, config=SlideWriterConfig(tile_px=TILE),
+                  mpp=(0.5, 0.5)).write(tiles())
 
 
 def measure(cmd: list[str]) -> tuple[int, float]:

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from ratcli.io import Domain, Image, atomic_output, write
-from ratcli.io.synthetic import save_datasets, synthetic_series
+from ratcli.phantom_dicom import save_datasets, synthetic_series
 from ratcli.phantoms import ct_phantom, pet_phantom, smooth_noise
 
 __all__ = ["make_ct_series", "make_pet_nifti", "make_slide", "main"]
@@ -82,7 +82,7 @@ def make_slide(out_dir: Path, *, height: int = 768, width: int = 1024, seed: int
     """A small whole-slide image: H&E-like tissue (an irregular blob) on white glass,
     written as a pyramidal tiled BigTIFF (256 px JPEG tiles, 3 levels, 0.5 um/px) that
     OpenSlide opens as generic-tiff. Returns `out_dir/slide.tif`."""
-    from ratcli.io.wsi import PyramidWriter, slide_tiles
+    from ratcli.io.wsi import PyramidWriter, SlideWriterConfig, slide_tiles
     from ratcli.phantoms import he_tile
 
     rng = np.random.default_rng(seed)
@@ -97,9 +97,10 @@ def make_slide(out_dir: Path, *, height: int = 768, width: int = 1024, seed: int
     rgb = np.where(tissue[..., None], stain, glass).astype(np.uint8)
     path = out_dir / "slide.tif"
     with atomic_output(path, overwrite=True) as tmp:
-        PyramidWriter(tmp, width=width, height=height, tile=256, mpp=(0.5, 0.5), quality=85,
-                      description="rat example slide (synthetic H&E)", min_levels=3
-                      ).write(slide_tiles(rgb, 256))
+        config = SlideWriterConfig(tile_px=256, min_levels=3, quality=85)
+        PyramidWriter(tmp, width=width, height=height, config=config, mpp=(0.5, 0.5),
+                      description="rat example slide (synthetic H&E)"
+                      ).write(slide_tiles(rgb, config.tile_px))
     return path
 
 

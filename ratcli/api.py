@@ -3,43 +3,38 @@
     for result in restore_many(["scans/"], "out/", mode="denoise", weights="ct.pt"):
         print(result.to_dict())
 
-`restore_many` finds every input (files, folders searched recursively, DICOM series),
-restores each one and yields one `RestoreResult` per input, so one bad file does not
-stop the others. `restore_path` does one input; `restore` works on an in-memory Image.
-Problems that concern the whole run (bad options, missing or unusable weights) raise.
+`restore_many` plans every input (files, folders searched recursively, DICOM series
+however passed) with `ratcli.batch`, checks all outputs before the first model runs,
+then restores each input and yields one `RestoreResult` per input or skipped object, so
+one bad file does not stop the others. `restore_path` does one input; `restore` works on
+an in-memory Image. Problems that concern the whole run (bad options, unusable outputs,
+missing or unusable weights) raise.
 """
 
 from __future__ import annotations
 
-import os
-import time
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import asdict, dataclass
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
-from ratcli.errors import (
-    CheckpointError,
-    InputFormatError,
-    OutputExistsError,
-    OutputNotWritableError,
-    RatError,
-    UsageError,
-    WeightsNotFoundError,
-)
+from ratcli.batch import Job, OnStart, OutputRule, Result, plan_batch, run_batch, set_threads
+from ratcli.errors import InputFormatError, TaskMismatchError, UsageError
 from ratcli.inference import Restorer, resolve_device
-from ratcli.inference.restorer import Partitioner, ProgressFn
-from ratcli.io import Image, Source, atomic_output, find_inputs, output_path_for, read, write
-from ratcli.io.atomic import check_not_input
-from ratcli.tasks import TASKS, TaskSpec, get_task
+from ratcli.inference.restorer import ProgressFn
+from ratcli.io import Image, Source, read, streams, write
+from ratcli.regions import Partitioner, make_partitioner
+from ratcli.tasks import TASKS, TaskSpec, get_task, task_for_modality, task_from_values
 
 __all__ = ["Mode", "RestoreResult", "Session", "restore_many", "restore_path", "restore"]
 
-_FILE_SUFFIXES = (".nii", ".nii.gz", ".png", ".tif", ".tiff", ".dcm")
-# Task picked by `--task auto` from an image's modality (denoising).
-_BY_MODALITY = {"CT": "ct", "PT": "pet"}
-# Failures that concern every input of the run: they abort it instead of being recorded.
-_RUN_WIDE = (UsageError, CheckpointError, WeightsNotFoundError)
+# Forms a single output file may take, by input kind (else: an output folder).
+_FILE_OUTPUTS = OutputRule(file_suffixes={
+    "dicom": (".dcm", ".nii", ".nii.gz"),
+    "nifti": (".nii", ".nii.gz"),
+    "image": (".png", ".tif", ".tiff"),
+    "slide": (".tif", ".tiff"),
+})
 
 
 class Mode(StrEnum):
@@ -50,19 +45,11 @@ class Mode(StrEnum):
 
 
 @dataclass
-class RestoreResult:
-    """One input's outcome: input and output paths, status "ok" or "error", wall seconds,
-    task used, and the one-line error message (None when ok)."""
+class RestoreResult(Result):
+    """One input's outcome (see batch.Result) plus the task used; `note` says which task
+    `--task auto` picked from the values, or why an object was skipped."""
 
-    input: str
-    output: str | None
-    status: str
-    seconds: float
     task: str | None = None
-    error: str | None = None
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 class Session:
@@ -70,7 +57,11 @@ class Session:
 
     mode: Mode; task: a TASKS name or "auto"; scale: SR factor (sr mode; None = from
     the task or the weights); weights: a manifest name or a checkpoint path (None = the
-    task's default name); the rest go to `Restorer`.
+    task's default name); partitioner: a Partitioner or a `make_partitioner` method
+    ("auto", "sam", "classical", "none" or a label-map path; sam_checkpoint and cache go
+    to it); threads: CPU threads for torch (None: its default); max_pixels: the largest
+    image readers accept (None: their default; handed to io.read once it takes a limit,
+    see the integrity readers); the rest go to `Restorer`.
     """
 
     def __init__(
@@ -84,7 +75,11 @@ class Session:
         tile: int | None = None,
         overlap: float = 0.25,
         batch_size: int = 4,
-        partitioner: Partitioner | str | None = "auto",
+        partitioner: Partitioner | str = "auto",
+        sam_checkpoint: str | Path | None = None,
+        cache: bool = True,
+        max_pixels: int | None = None,
+        threads: int | None = None,
         on_tiles: ProgressFn | None = None,
     ) -> None:
         self.mode = Mode(mode)
@@ -101,34 +96,61 @@ class Session:
             raise UsageError(f"--scale {scale}: must be 2 or 4")
         self.tile, self.overlap, self.batch_size = tile, overlap, batch_size
         if isinstance(partitioner, str):
-            from ratcli.regions import make_partitioner
-
-            partitioner = None if partitioner == "none" else make_partitioner(partitioner)
+            partitioner = make_partitioner(partitioner, sam_checkpoint=sam_checkpoint,
+                                           cache=cache)
         self.partitioner = partitioner
+        self.max_pixels = max_pixels
+        set_threads(threads)
         self.on_tiles = on_tiles
         self.fixed_task = None if task == "auto" else self._check_task(get_task(task))
         self._restorers: dict[tuple[str, str], tuple[Restorer, dict]] = {}
         self._checkpoints: dict = {}
 
     def task_for(self, image: Image | None, where: str | Path) -> TaskSpec:
-        """The task for one input (`image` None for a slide, `where` names it in errors):
-        --task, else the weights' own task, else by modality (CT -> ct, PT -> pet) or,
-        for sr, by scale."""
-        if self.fixed_task is not None:
-            return self.fixed_task
-        ckpt = self._checkpoint(self.weights) if self.weights is not None else None
-        if ckpt is not None and ckpt.meta.get("task") in TASKS:
-            return self._check_task(TASKS[ckpt.meta["task"]], ckpt.path)
+        """The task for one input (`image` None for a slide, `where` names it in errors);
+        see pick_task."""
+        return self.pick_task(image, where)[0]
+
+    def pick_task(self, image: Image | None, where: str | Path) -> tuple[TaskSpec, str | None]:
+        """(task, note) for one input: --task, else the weights' own task, else by
+        modality (CT -> ct, PT -> pet) or, for sr, by scale; for images without a
+        modality (NIfTI, PNG/TIFF) from their values when they say it plainly, with a
+        note naming the pick. Raises InputFormatError when it cannot tell."""
+        fixed = self._fixed_or_weights_task()
+        if fixed is not None:
+            return fixed, None
         if self.mode is Mode.SR:
-            return TASKS[f"sr-x{self.scale or 2}"]
+            return TASKS[f"sr-x{self.scale or 2}"], None
         if image is None:
             raise InputFormatError(f"{where}: whole-slide images can only be super-resolved "
                                    "(rat sr)")
-        name = _BY_MODALITY.get(image.modality)
-        if name is None:
-            raise InputFormatError(f"{where}: cannot tell the task from modality "
-                                   f"{image.modality!r}; pass --task ct or --task pet")
-        return TASKS[name]
+        task = task_for_modality(image.modality)
+        if task is not None:
+            return task, None
+        why = f"modality {image.modality!r}"
+        if image.modality == "OT":
+            task, reason = task_from_values(image.array)
+            if task is not None:
+                return task, f"--task auto picked {task.name}: {reason}"
+            why += f" ({reason})"
+        raise InputFormatError(f"{where}: cannot tell the task from {why}; pass --task ct "
+                               "or --task pet")
+
+    def skip_reason(self, source: Source) -> str | None:
+        """Why a DICOM source is not for this run (its modality is not the task's), or
+        None. Other inputs carry no modality and are never skipped here."""
+        if source.kind != "dicom" or source.modality in (None, "OT"):
+            return None
+        task = self._fixed_or_weights_task()
+        if task is None and self.mode is Mode.SR:
+            task = TASKS[f"sr-x{self.scale or 2}"]
+        if task is None:
+            if task_for_modality(source.modality) is None:
+                return f"a {source.modality} image; rat has no denoising task for it"
+            return None
+        if source.modality != task.modality:
+            return f"a {source.modality} image; task {task.name} restores {task.modality}"
+        return None
 
     def restorer(self, task: TaskSpec) -> tuple[Restorer, dict]:
         """(Restorer, provenance) for `task`, built once per weights file and task."""
@@ -136,7 +158,7 @@ class Session:
         key = (ref, task.name)
         if key not in self._restorers:
             ckpt = self._checkpoint(ref)
-            _check_checkpoint(ckpt, task)
+            task.check_weights(ckpt)
             model = ckpt.build(self.device)
             restorer = Restorer(model, task, tile=self.tile, overlap=self.overlap,
                                 batch_size=self.batch_size, device=self.device,
@@ -145,6 +167,14 @@ class Session:
                           else ref, "weights_sha256": ckpt.sha256}
             self._restorers[key] = (restorer, provenance)
         return self._restorers[key]
+
+    def _fixed_or_weights_task(self) -> TaskSpec | None:
+        if self.fixed_task is not None:
+            return self.fixed_task
+        ckpt = self._checkpoint(self.weights) if self.weights is not None else None
+        if ckpt is not None and ckpt.meta.get("task") in TASKS:
+            return self._check_task(TASKS[ckpt.meta["task"]], ckpt.path)
+        return None
 
     def _checkpoint(self, ref: str | Path):
         from ratcli.models import load_checkpoint
@@ -159,9 +189,10 @@ class Session:
         kind = "sr" if self.mode is Mode.SR else "denoise"
         where = f"{weights}: weights for" if weights else "--task"
         if task.kind != kind:
-            raise UsageError(f"{where} {task.name} cannot be used with `rat {kind}`")
+            raise TaskMismatchError(f"{where} {task.name} cannot be used with `rat {kind}`")
         if self.mode is Mode.SR and self.scale not in (None, task.scale):
-            raise UsageError(f"{where} {task.name} upsamples x{task.scale}, not x{self.scale}")
+            raise TaskMismatchError(f"{where} {task.name} upsamples x{task.scale}, "
+                                    f"not x{self.scale}")
         return task
 
 
@@ -171,38 +202,37 @@ def restore_many(
     *,
     overwrite: bool = False,
     raise_errors: bool = False,
-    on_start: Callable[[Source, Path], None] | None = None,
+    on_start: OnStart | None = None,
     **session_options,
 ) -> Iterator[RestoreResult]:
     """Restore every input below `inputs` into `output`; one RestoreResult per input.
 
-    inputs: files or folders (searched recursively; DICOM series grouped).
-    output: a folder whose tree mirrors each input folder's tree, or, for one input
-        file, the output file itself when it has an image suffix.
+    inputs: files or folders (searched recursively); DICOM files are grouped into
+        series by SeriesInstanceUID however they are passed.
+    output: a folder (see ratcli.batch for the naming rules: one folder or series input
+        writes straight into it, several inputs and trees are mirrored), or, for one
+        input, the output file itself when it has an image suffix.
     overwrite: replace existing outputs (inputs are never overwritten).
     raise_errors: re-raise a per-input failure instead of recording it (--debug).
-    on_start: called with (source, output path) before each input.
+    on_start: called with (source, output path, index from 1, number of inputs) before
+        each input.
     session_options: keyword arguments of `Session` (mode, task, scale, weights, ...).
-    Raises UsageError / WeightsNotFoundError / CheckpointError for run-wide problems.
+    Objects that are not restorable images of the task (localizers, dose reports,
+    screenshots, other modalities) give a "skipped" record with the reason in `note`.
+    Raises before any inference: UsageError (options, outputs that cannot be written as
+    asked), OutputExistsError, OutputNotWritableError, WeightsNotFoundError,
+    CheckpointError.
     """
     session = Session(**session_options)
-    inputs = [Path(p) for p in inputs]
-    if not inputs:
-        raise UsageError("no inputs given")
-    as_file = _single_file_output(inputs, Path(output))
-    planned: dict[Path, str] = {}
-    for item in inputs:
-        try:
-            sources = find_inputs(item)
-        except RatError as exc:
-            if raise_errors:
-                raise
-            yield RestoreResult(str(item), None, "error", 0.0, error=str(exc))
-            continue
-        for source in sources:
-            out = Path(output) if as_file else output_path_for(source, output)
-            yield _run_one(session, source, out, planned, overwrite=overwrite,
-                           raise_errors=raise_errors, on_start=on_start)
+    plan = plan_batch(inputs, output, _FILE_OUTPUTS, overwrite=overwrite,
+                      skip=session.skip_reason, raise_errors=raise_errors)
+
+    def work(job: Job, info: dict) -> None:
+        task, note = _restore_source(session, job.source, job.output, overwrite=overwrite)
+        info.update(task=task.name, note=note)
+
+    yield from run_batch(plan, work, result_type=RestoreResult, raise_errors=raise_errors,
+                         on_start=on_start)
 
 
 def restore_path(input: str | Path, output: str | Path, *, overwrite: bool = False,
@@ -220,91 +250,26 @@ def restore(image: Image, **session_options) -> Image:
     return restorer.restore(image)
 
 
-def _run_one(session: Session, source: Source, out: Path, planned: dict[Path, str], *,
-             overwrite: bool, raise_errors: bool,
-             on_start: Callable[[Source, Path], None] | None) -> RestoreResult:
-    """Restore one source into `out`; RatErrors about this input become an error record."""
-    t0 = time.perf_counter()
-    task_name = None
-    if on_start is not None:
-        on_start(source, out)
-    try:
-        key = out.resolve()
-        if key in planned:
-            raise OutputExistsError(f"{out}: already the output of {planned[key]} in this run")
-        planned[key] = str(source.path)
-        task_name = _restore_source(session, source, out, overwrite=overwrite).name
-    except _RUN_WIDE:
-        raise  # the whole run is wrong, not this input
-    except RatError as exc:
-        if raise_errors:
-            raise
-        return RestoreResult(str(source.path), str(out), "error",
-                             round(time.perf_counter() - t0, 3), task_name, str(exc))
-    except Exception as exc:
-        if raise_errors:
-            raise
-        msg = f"{source.path}: internal error {exc.__class__.__name__}: {exc}"
-        return RestoreResult(str(source.path), str(out), "error",
-                             round(time.perf_counter() - t0, 3), task_name,
-                             " ".join(msg.split()))
-    return RestoreResult(str(source.path), str(out), "ok",
-                         round(time.perf_counter() - t0, 3), task_name)
-
-
 def _restore_source(session: Session, source: Source, out: Path, *, overwrite: bool
-                    ) -> TaskSpec:
-    """Read, restore and write one input; returns the task used."""
-    _refuse_existing(out, overwrite, inputs=[source.path, *source.files])
-    if source.kind == "slide":
-        from ratcli.inference.slide import restore_slide
-        from ratcli.io.provenance import describe_provenance
+                    ) -> tuple[TaskSpec, str | None]:
+    """Read, restore and write one input; returns (task used, note)."""
+    if streams(source):  # whole slides: streamed tile by tile, never read whole
+        from ratcli.inference.slide import restore_stream
 
         task = session.task_for(None, source.path)
         restorer, provenance = session.restorer(task)
-        with atomic_output(out, overwrite=overwrite, inputs=[source.path]) as tmp:
-            restore_slide(source.path, tmp, restorer,
-                          description=describe_provenance(provenance))
-        return task
+        report = restore_stream(source, out, restorer, overwrite=overwrite,
+                                provenance=provenance)
+        h, w = report.levels[0] if report.levels else (0, 0)
+        return task, (f"slide {w}x{h} px, {len(report.levels)} levels; chunks: "
+                      f"{report.chunks_model} by the model, {report.chunks_background} "
+                      f"background (bicubic); tissue {report.tissue_fraction:.0%}")
     image = read(source)
-    task = session.task_for(image, source.path)
+    task, note = session.pick_task(image, source.path)
     restorer, provenance = session.restorer(task)
     restored = restorer.restore(image)
     write(restored, out, overwrite=overwrite, provenance=provenance)
-    return task
-
-
-def _refuse_existing(out: Path, overwrite: bool, inputs: list[Path]) -> None:
-    """Fail before any work (not after minutes of inference) when the output exists, is
-    an input, or its folder cannot be made; the writer checks again when it writes."""
-    check_not_input(out, inputs)
-    if not overwrite and (out.exists() or out.is_symlink()):
-        raise OutputExistsError(f"{out}: output exists (use --overwrite to replace it)")
-    folder = out.parent
-    while not folder.exists() and folder != folder.parent:
-        folder = folder.parent
-    if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
-        raise OutputNotWritableError(f"{out}: cannot write in {folder}")
-
-
-def _check_checkpoint(ckpt, task: TaskSpec) -> None:
-    cfg = ckpt.config
-    if cfg.in_channels != task.channels or cfg.out_channels != task.channels:
-        raise CheckpointError(f"{ckpt.path}: model has {cfg.in_channels} input channels; "
-                              f"task {task.name} needs {task.channels}")
-    if cfg.scale != task.scale:
-        raise CheckpointError(f"{ckpt.path}: model upsamples x{cfg.scale}; task {task.name} "
-                              f"needs x{task.scale}")
-    meta_task = ckpt.meta.get("task")
-    if meta_task and meta_task != task.name:
-        raise CheckpointError(f"{ckpt.path}: weights were trained for task {meta_task}, "
-                              f"not {task.name}")
-
-
-def _single_file_output(inputs: list[Path], output: Path) -> bool:
-    """True when `output` names a file: one input that is a file, and an image suffix."""
-    return (len(inputs) == 1 and inputs[0].is_file() and not output.is_dir()
-            and output.name.lower().endswith(_FILE_SUFFIXES))
+    return task, note
 
 
 def _is_path(ref: str) -> bool:

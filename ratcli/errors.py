@@ -9,6 +9,7 @@ from __future__ import annotations
 __all__ = [
     "RatError",
     "InputFormatError",
+    "ImageTooLargeError",
     "InputNotFoundError",
     "GeometryMismatchError",
     "ChecksumError",
@@ -19,6 +20,7 @@ __all__ = [
     "DownloadError",
     "DeviceError",
     "UsageError",
+    "TaskMismatchError",
 ]
 
 
@@ -34,12 +36,21 @@ class UsageError(RatError):
     exit_code = 2
 
 
+class TaskMismatchError(UsageError):
+    """Weights that cannot run the chosen task (trained for another, other channels or
+    scale), or a task the command cannot run; exit code 2 like other usage errors."""
+
+
 class InputNotFoundError(RatError):
     """An input path does not exist or holds nothing rat can read."""
 
 
 class InputFormatError(RatError):
     """A file exists but is not a readable image of a supported format."""
+
+
+class ImageTooLargeError(InputFormatError):
+    """An image's header claims more pixels than the pixel limit (checked before decoding)."""
 
 
 class GeometryMismatchError(RatError):

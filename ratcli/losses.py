@@ -8,11 +8,10 @@ w_r = mean(e over r) (no gradient), normalised by the batch maximum and clamped 
 from __future__ import annotations
 
 import torch
-from torch import nn
 
 from ratcli.models.attention import batch_region_ids
 
-__all__ = ["FocalRegionLoss", "focal_region_loss", "region_weights", "l1_loss"]
+__all__ = ["focal_region_loss", "region_weights", "l1_loss"]
 
 
 def l1_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -48,12 +47,3 @@ def focal_region_loss(
     if regions is None:
         regions = torch.zeros(e.shape[0], *e.shape[2:], dtype=torch.long, device=e.device)
     return (e * (1 + beta * region_weights(e, regions))).mean()
-
-
-class FocalRegionLoss(nn.Module):
-    def __init__(self, beta: float = 1.0) -> None:
-        super().__init__()
-        self.beta = beta
-
-    def forward(self, pred, target, regions=None) -> torch.Tensor:
-        return focal_region_loss(pred, target, regions, self.beta)

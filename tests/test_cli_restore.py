@@ -21,8 +21,8 @@ from typer.testing import CliRunner
 
 from ratcli.cli import app
 from ratcli.io import find_inputs, read
-from ratcli.io.synthetic import save_datasets, synthetic_series
 from ratcli.models import RATConfig, build_rat, save_checkpoint
+from ratcli.phantom_dicom import save_datasets, synthetic_series
 from ratcli.phantoms import ct_phantom
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -285,7 +285,7 @@ def test_weights_of_the_wrong_task_are_refused(tmp_path, ckpt):
     _nifti(tmp_path / "ct.nii.gz", ct_phantom(size=16))
     r = rat("denoise", tmp_path / "ct.nii.gz", "-o", tmp_path / "o", "--task", "pet",
             "--weights", ckpt["ct"])
-    assert_one_error(r, "ct.pt")
+    assert_one_error(r, "ct.pt", code=2)  # TaskMismatchError, as in rat evaluate
 
 
 def test_slide_with_denoise_is_refused(tmp_path, ckpt):
@@ -377,12 +377,13 @@ def test_batch_script_with_find_stdin_and_jq(tmp_path, ckpt):
 @pytest.mark.slow
 def test_killed_while_writing_leaves_no_output(tmp_path, ckpt):
     """SIGKILL in the middle of writing a pyramid: nothing at the final path."""
-    from ratcli.io.wsi import PyramidWriter, slide_tiles
+    from ratcli.io.wsi import PyramidWriter, SlideWriterConfig, slide_tiles
     from ratcli.phantoms import he_tile
 
     rgb = np.full((2048, 2048, 3), 243, np.uint8)  # mostly glass: fast bicubic chunks
     rgb[-128:, -128:] = he_tile(size=128)  # in the last chunk: writing starts early
-    PyramidWriter(tmp_path / "big.tif", width=2048, height=2048, tile=512, mpp=(0.5, 0.5)
+    PyramidWriter(tmp_path / "big.tif", width=2048, height=2048,
+                  config=SlideWriterConfig(tile_px=512), mpp=(0.5, 0.5)
                   ).write(slide_tiles(rgb, 512))
     out = tmp_path / "out"
     out.mkdir()

@@ -1,5 +1,6 @@
 """atomic_output: nothing at the final path unless the write completed."""
 
+import errno
 import os
 import signal
 import subprocess
@@ -11,7 +12,13 @@ from pathlib import Path
 import pytest
 
 from ratcli.errors import OutputExistsError, OutputNotWritableError, UsageError
-from ratcli.io.atomic import TEMP_PREFIX, atomic_output
+from ratcli.io.atomic import (
+    TEMP_PREFIX,
+    atomic_output,
+    check_output_name,
+    is_temp_name,
+    remove_stale_temps,
+)
 
 
 def _leftovers(folder: Path) -> list[str]:
@@ -110,5 +117,68 @@ def test_sigkill_mid_write_leaves_no_final_file(tmp_path):
     assert proc.returncode == -signal.SIGKILL
     time.sleep(0.05)
     assert not out.exists()
-    # Only a hidden temp remains, which find_inputs skips.
-    assert all(p.name.startswith(".") for p in tmp_path.iterdir())
+    # Only a hidden temp remains, which find_inputs skips ...
+    (left,) = tmp_path.iterdir()
+    assert is_temp_name(left) and left.stat().st_size == 100000
+    # ... and the next write into that folder removes it (its process is gone).
+    with atomic_output(tmp_path / "other.tif") as tmp:
+        tmp.write_bytes(b"x")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["other.tif"]
+
+
+def test_stale_temps_of_dead_or_old_foreign_runs_removed_live_ones_kept(tmp_path):
+    from ratcli.io import atomic
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    host = atomic._HOST
+    names = {
+        "dead": f"{TEMP_PREFIX}{host}.{int(dead.stdout)}-abcdef-a.nii.gz",
+        "live": f"{TEMP_PREFIX}{host}.{os.getppid()}-abcdef-b.nii.gz",
+        "mine": f"{TEMP_PREFIX}{host}.{os.getpid()}-abcdef-c.nii.gz",
+        "foreign_old": f"{TEMP_PREFIX}000000.{os.getppid()}-abcdef-d.png",
+        "legacy_old": f"{TEMP_PREFIX}0123abcd-e.png",
+        "foreign_new": f"{TEMP_PREFIX}000000.1-abcdef-f.png",
+    }
+    for key, name in names.items():
+        path = tmp_path / name
+        path.mkdir() if key == "dead" else path.write_bytes(b"partial")
+        if key.endswith("_old"):
+            two_hours_ago = time.time() - 7200
+            os.utime(path, (two_hours_ago, two_hours_ago))
+    (tmp_path / "input.png").write_bytes(b"not a temp")
+    removed = remove_stale_temps(tmp_path)
+    assert sorted(p.name for p in removed) == sorted(
+        names[k] for k in ("dead", "foreign_old", "legacy_old"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [names["live"], names["mine"], names["foreign_new"], "input.png"])
+    assert remove_stale_temps(tmp_path) == []  # once per folder per run
+
+
+def test_is_temp_name():
+    assert is_temp_name(Path("/x") / f"{TEMP_PREFIX}abc-a.nii.gz")
+    assert is_temp_name(f"{TEMP_PREFIX}old-abc-series")
+    assert not is_temp_name("rat-tmp-a.png") and not is_temp_name(".hidden.png")
+
+
+def test_output_name_too_long_with_temp_prefix_refused_before_any_work(tmp_path):
+    limit = os.pathconf(tmp_path, "PC_NAME_MAX")
+    long_name = "a" * (limit - 10) + ".nii.gz"  # fits the folder, not with the temp prefix
+    check_output_name(tmp_path / ("a" * 150 + ".nii.gz"))
+    with pytest.raises(UsageError, match=r"output name is too long .*choose a shorter name"):
+        check_output_name(tmp_path / "new" / long_name)
+    with pytest.raises(UsageError, match="too long"), atomic_output(tmp_path / "new" / long_name):
+        pass
+    assert list(tmp_path.iterdir()) == []  # not even the folder was created
+
+
+def test_write_error_in_body_is_one_line_and_cleans_up(tmp_path):
+    out = tmp_path / "made" / "by" / "us" / "a.nii"
+    full = pytest.raises(OutputNotWritableError, match=r"a\.nii: cannot write: No space left")
+    with full, atomic_output(out) as tmp:
+        tmp.write_bytes(b"half")
+        raise OSError(errno.ENOSPC, "No space left on device")
+    assert list(tmp_path.iterdir()) == []
+    # other errors pass through unchanged
+    with pytest.raises(FileNotFoundError), atomic_output(out):
+        raise FileNotFoundError(errno.ENOENT, "input vanished")

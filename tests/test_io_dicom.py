@@ -16,7 +16,7 @@ from ratcli.errors import (
     UsageError,
 )
 from ratcli.io import Domain, find_inputs, read, write
-from ratcli.io.synthetic import save_datasets, synthetic_series
+from ratcli.phantom_dicom import save_datasets, synthetic_series
 from ratcli.phantoms import ct_phantom, pet_phantom
 
 PROV = {"task": "ct", "weights": "rat-ct-test", "weights_sha256": "0123abcd" * 8}

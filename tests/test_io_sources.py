@@ -8,7 +8,8 @@ import tifffile
 
 from ratcli.errors import InputFormatError, InputNotFoundError
 from ratcli.io import Source, find_inputs, is_slide, output_path_for, output_suffix_for
-from ratcli.io.synthetic import save_datasets, synthetic_series
+from ratcli.io.sources import group_dicom_files
+from ratcli.phantom_dicom import save_datasets, synthetic_series
 
 
 def _series(folder: Path, *, n=3, series_number=1, seed=0, names=None):
@@ -102,7 +103,7 @@ def test_dicom_objects_without_images_skipped_in_folders(tmp_path):
     assert len(src.files) == 3 and all(f.name != "report.dcm" for f in src.files)
     only = tmp_path / "only"
     save_datasets([_with_meta(report)], only, names=["report.dcm"])
-    with pytest.raises(InputNotFoundError, match="skipped 1 DICOM file.*report.dcm"):
+    with pytest.raises(InputNotFoundError, match="skipped 1 object.*report.dcm: a structured"):
         find_inputs(only)
 
 
@@ -142,3 +143,15 @@ def test_source_is_frozen():
     s = Source(Path("a"), (Path("a"),), "image", Path("a"))
     with pytest.raises(AttributeError):
         s.kind = "dicom"
+
+
+def test_dicom_files_passed_one_by_one_are_grouped_by_series(tmp_path):
+    a = _series(tmp_path / "mixed", n=3, series_number=2, seed=1, names=["a1", "a2", "a3"])
+    b = _series(tmp_path / "mixed", n=2, series_number=5, seed=2, names=["b1", "b2"])
+    (lone,) = _series(tmp_path / "other", n=1, series_number=7, seed=3, names=["c1.dcm"])
+    sources, skipped = group_dicom_files([b[1], *a, lone, b[0]])
+    assert skipped == []
+    by_rel = {str(s.rel): s for s in sources}
+    assert set(by_rel) == {"mixed_s2", "mixed_s5", "c1.dcm"}
+    assert sorted(f.name for f in by_rel["mixed_s5"].files) == ["b1", "b2"]
+    assert by_rel["mixed_s2"].path == tmp_path / "mixed" and by_rel["c1.dcm"].path == lone

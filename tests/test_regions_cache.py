@@ -149,3 +149,82 @@ def test_second_rat_denoise_hits_cache(tiny_sam, spy, tmp_path, monkeypatch):
     monkeypatch.setenv("RAT_SAM_CHECKPOINT", str(other))
     denoise("c.nii.gz")
     assert spy == {"load": 2, "generate": 4}
+
+
+@pytest.mark.parametrize("kind", ["file", "read-only"])
+def test_unusable_cache_warns_once_and_goes_on_without_caching(tmp_path, monkeypatch, kind):
+    import os
+
+    if kind == "file":
+        target = tmp_path / "cache"
+        target.write_text("a file, not a folder")
+    else:
+        target = tmp_path / "ro"
+        target.mkdir()
+        target.chmod(0o500)
+        if os.geteuid() == 0:  # root writes into read-only folders: the OS answer simulated
+            import errno
+            import tempfile
+
+            def denied(*args, **kwargs):
+                raise PermissionError(errno.EACCES, "Permission denied")
+
+            monkeypatch.setattr(tempfile, "NamedTemporaryFile", denied)
+    monkeypatch.setenv("RAT_CACHE", str(target))
+    part = make_partitioner("classical")
+    assert isinstance(part, CachedPartitioner) and not part.cache.enabled
+    assert part.fallback is not None and str(target) in part.fallback
+    assert "without caching" in part.fallback and "\n" not in part.fallback
+    vol = volume()
+    labels = part.partition_volume(vol)  # no exception: every input still works
+    np.testing.assert_array_equal(labels, make_partitioner("classical", cache=False)
+                                  .partition_volume(vol))
+    assert (part.hits, part.misses) == (0, 2)
+    part.partition_volume(vol)
+    assert part.misses == 4  # nothing was stored
+    assert not list(tmp_path.rglob("*.npz"))
+
+
+def test_sam_fallback_and_cache_warning_both_reported_in_one_line(tmp_path, monkeypatch):
+    (tmp_path / "cache").write_text("file")
+    monkeypatch.setenv("RAT_CACHE", str(tmp_path / "cache"))
+    part = make_partitioner("auto")  # no SAM checkpoint: classical fallback
+    from ratcli.regions.factory import FALLBACK_MESSAGE
+
+    assert part.fallback.startswith(FALLBACK_MESSAGE + "; ")
+    assert part.fallback.endswith("not usable (it is a file, not a folder); going on without "
+                                  "caching (set RAT_CACHE to a writable folder, or RAT_NO_CACHE=1)")
+
+
+def test_cache_that_fails_while_writing_turns_itself_off(tmp_path, monkeypatch):
+    import errno
+
+    cache = RegionCache(tmp_path)
+    assert cache.enabled and cache.warning is None
+
+    def disk_full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(np, "savez_compressed", disk_full)
+    cache.put("ab" * 32, np.zeros((4, 4), np.int32))
+    assert not cache.enabled and "No space left on device" in cache.warning
+    assert not list(tmp_path.rglob("*.npz")) and not list(tmp_path.rglob(".rat-tmp-*"))
+
+
+@pytest.mark.parametrize("how", ["env", "argument"])
+def test_cache_can_be_disabled(tmp_path, monkeypatch, how):
+    monkeypatch.setenv("RAT_CACHE", str(tmp_path / "c"))
+    if how == "env":
+        monkeypatch.setenv("RAT_NO_CACHE", "1")
+        part = make_partitioner("classical")
+    else:
+        part = CachedPartitioner(make_partitioner("classical", cache=False),
+                                 RegionCache(enabled=False))
+    vol = volume()
+    part.partition_volume(vol)
+    part.partition_volume(vol)
+    assert (part.hits, part.misses) == (0, 4)
+    assert part.fallback is None  # disabled on purpose: nothing to warn about
+    assert not (tmp_path / "c").exists()
+    monkeypatch.setenv("RAT_NO_CACHE", "0")
+    assert RegionCache(tmp_path / "c").enabled

@@ -73,3 +73,39 @@ def test_flat_tiny_and_rgb_inputs():
     assert small.shape == (7, 5) and small.min() >= 1
     with pytest.raises(ValueError, match=r"\(H, W\) greyscale or \(H, W, 3\) uint8"):
         part(np.zeros((8, 8, 3), np.float32))
+
+
+def test_large_slices_are_partitioned_downsampled_with_the_same_anatomy():
+    ct = normalised("ct", ct_phantom(512, 1))[0]
+    fast = ClassicalPartitioner()(ct)  # work_size 256: partitioned at 256x256
+    full = ClassicalPartitioner(work_size=0)(ct)
+    assert fast.shape == full.shape == (512, 512)
+    # nearest upsampling from the 256x256 map: labels are constant on 2x2 blocks
+    blocks = fast.reshape(256, 2, 256, 2)
+    assert (blocks == blocks[:, :1, :, :1]).all()
+    assert not (full.reshape(256, 2, 256, 2) == full.reshape(256, 2, 256, 2)[:, :1, :, :1]).all()
+    for labels in (fast, full):
+        assert labels[0, 0] == labels[-1, -1] != labels[256, 256]  # air vs body
+        assert 5 <= n_regions(labels) <= 100
+    # on the 4x4 grid RAT reads, most pixels of each fast region lie in one full region
+    assert purity(fast[2::4, 2::4], full[2::4, 2::4]) > 0.85
+
+
+def purity(a: np.ndarray, b: np.ndarray) -> float:
+    """Fraction of pixels whose region in `a` mostly maps to their region in `b`."""
+    pairs, counts = np.unique(a.ravel().astype(np.int64) * 100_000 + b.ravel(),
+                              return_counts=True)
+    best: dict[int, int] = {}
+    for pair, c in zip((pairs // 100_000).tolist(), counts.tolist(), strict=True):
+        best[pair] = max(best.get(pair, 0), c)
+    return sum(best.values()) / a.size
+
+
+def test_work_size_is_a_setting_of_the_cache_key(ct_slice):
+    assert ClassicalPartitioner().settings["work_size"] == 256
+    assert ClassicalPartitioner(work_size=0).settings != ClassicalPartitioner().settings
+    # slices no larger than work_size are partitioned exactly as before
+    np.testing.assert_array_equal(ClassicalPartitioner(work_size=256)(ct_slice),
+                                  ClassicalPartitioner(work_size=0)(ct_slice))
+    with pytest.raises(ValueError):
+        ClassicalPartitioner(work_size=-1)

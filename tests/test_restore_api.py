@@ -8,7 +8,7 @@ import SimpleITK as sitk
 import torch
 
 from ratcli.api import RestoreResult, Session, restore, restore_many, restore_path
-from ratcli.errors import CheckpointError, InputFormatError, OutputExistsError, UsageError
+from ratcli.errors import InputFormatError, OutputExistsError, TaskMismatchError, UsageError
 from ratcli.io import Domain, Image, read
 from ratcli.models import RATConfig, build_rat, save_checkpoint
 from ratcli.phantoms import ct_phantom, pet_phantom
@@ -52,6 +52,7 @@ def test_task_from_option_weights_or_modality(tmp_path):
     ({"overlap": 0.6}, "--overlap"),
     ({"batch_size": 0}, "--batch-size"),
     ({"device": "tpu"}, "--device tpu"),
+    ({"threads": 0}, "--threads 0"),
 ])
 def test_bad_options_are_usage_errors(kwargs, needle):
     with pytest.raises(UsageError, match=needle):
@@ -60,11 +61,11 @@ def test_bad_options_are_usage_errors(kwargs, needle):
 
 def test_checkpoint_that_cannot_do_the_task_is_refused(tmp_path):
     rgb = _ckpt(tmp_path / "rgb.pt", channels=3, scale=2)
-    with pytest.raises(CheckpointError, match="rgb.pt: model has 3 input channels"):
+    with pytest.raises(TaskMismatchError, match="rgb.pt: model has 3 input channels"):
         Session(task="ct", weights=rgb, device="cpu").restorer(Session(task="ct").fixed_task)
     wrong = _ckpt(tmp_path / "ct.pt", task="ct")
     s = Session(task="pet", weights=wrong, device="cpu")
-    with pytest.raises(CheckpointError, match="ct.pt: weights were trained for task ct"):
+    with pytest.raises(TaskMismatchError, match="ct.pt: weights were trained for task ct"):
         s.restorer(s.fixed_task)
 
 
@@ -77,7 +78,7 @@ def test_restore_many_yields_one_record_per_input_and_mirrors_the_tree(tmp_path)
     (src / "c.tif").write_bytes(b"II*\x00not a tiff")
     started = []
     results = list(restore_many([src, tmp_path / "nope"], tmp_path / "out", weights=weights,
-                                device="cpu", on_start=lambda s, o: started.append(o)))
+                                device="cpu", on_start=lambda *a: started.append(a)))
     assert all(isinstance(r, RestoreResult) for r in results)
     by_name = {Path(r.input).name: r for r in results}
     assert [by_name[n].status for n in ("a.nii.gz", "b.nii", "c.tif", "nope")] == [
@@ -85,10 +86,11 @@ def test_restore_many_yields_one_record_per_input_and_mirrors_the_tree(tmp_path)
     assert by_name["a.nii.gz"].output == str(tmp_path / "out" / "deep" / "er" / "a.nii.gz")
     assert by_name["b.nii"].output == str(tmp_path / "out" / "b.nii")
     assert by_name["nope"].output is None and "nope" in by_name["nope"].error
-    assert len(started) == 3  # every found source, not the missing path
+    # every found source, not the missing path, with "file N of M"
+    assert [(i, n) for _, _, i, n in started] == [(1, 3), (2, 3), (3, 3)]
     assert read(tmp_path / "out" / "deep" / "er" / "a.nii.gz").num_slices == 2
     assert set(by_name["a.nii.gz"].to_dict()) == {"input", "output", "status", "seconds",
-                                                  "task", "error"}
+                                                  "task", "error", "note"}
 
 
 def test_restore_path_raises_and_single_file_output(tmp_path):

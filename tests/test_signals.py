@@ -34,13 +34,14 @@ def _checkpoint(path: Path, task: str, channels: int, scale: int = 1) -> str:
 def slide(tmp_path_factory) -> tuple[Path, str]:
     """A 2048^2 pyramidal slide (glass with tissue in the last chunk, so the output
     pyramid is written from the start) and a small x4 checkpoint."""
-    from ratcli.io.wsi import PyramidWriter, slide_tiles
+    from ratcli.io.wsi import PyramidWriter, SlideWriterConfig, slide_tiles
     from ratcli.phantoms import he_tile
 
     folder = tmp_path_factory.mktemp("slide")
     rgb = np.full((2048, 2048, 3), 243, np.uint8)
     rgb[-128:, -128:] = he_tile(size=128)
-    PyramidWriter(folder / "big.tif", width=2048, height=2048, tile=512, mpp=(0.5, 0.5)
+    PyramidWriter(folder / "big.tif", width=2048, height=2048,
+                  config=SlideWriterConfig(tile_px=512), mpp=(0.5, 0.5)
                   ).write(slide_tiles(rgb, 512))
     return folder / "big.tif", _checkpoint(folder / "x4.pt", "sr-x4", 3, scale=4)
 

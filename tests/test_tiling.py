@@ -248,3 +248,28 @@ def test_mixed_precision_path_runs_and_stays_close():
     assert half.array.dtype == np.float32
     assert np.abs(half.array - full.array).max() < 0.05
     assert np.abs(half.array - full.array).max() > 0  # really computed in bf16
+
+
+def test_small_slices_share_forward_passes_and_match_one_by_one():
+    rng = np.random.default_rng(5)
+    vol = rng.random((6, 40, 36)).astype(np.float32)
+    model = LocalNet(depth=2)
+    got = Restorer(model, UNIT, tile=64, batch_size=4, device="cpu").restore(Image(vol))
+    assert [s[0] for s in model.seen] == [4, 2]  # one tile per slice, 4 slices per pass
+    for z in range(6):
+        one = Restorer(LocalNet(depth=2), UNIT, tile=64, device="cpu").restore(Image(vol[z:z + 1]))
+        np.testing.assert_allclose(got.array[z], one.array[0], atol=1e-6)
+
+
+def test_waves_fill_whole_batches_within_the_caps():
+    from ratcli.inference import restorer as restorer_module
+
+    r = Restorer(LocalNet(), UNIT, tile=32, overlap=0.25, batch_size=4, device="cpu")
+    assert len(TileGrid.plan(64, 64, tile=32, overlap=8)) == 9
+    assert r._wave_size(64, 64) == 4  # 4 slices x 9 tiles = 9 full batches of 4
+    assert r._wave_size(20, 20) == 4  # 1 tile per slice
+    r.batch_size = 64
+    assert r._wave_size(20, 20) == restorer_module.MAX_WAVE_SLICES
+    big = Restorer(LocalNet(), UNIT, tile=512, batch_size=64, device="cpu")
+    per_slice = 4 * 4096 * 4096
+    assert big._wave_size(4096, 4096) == max(1, restorer_module.MAX_WAVE_BYTES // per_slice)

@@ -6,12 +6,18 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ratcli.errors import InputFormatError, OutputExistsError
+from ratcli.errors import InputFormatError, OutputExistsError, UsageError
 from ratcli.inference import Restorer
-from ratcli.inference.slide import restore_slide
+from ratcli.inference.slide import restore_slide, restore_stream
 from ratcli.inference.tissue import TissueMap, tissue_mask
-from ratcli.io import find_inputs, read, write
-from ratcli.io.wsi import PyramidWriter, SlideReader, pyramid_shapes, slide_tiles
+from ratcli.io import SLIDE_WRITER, find_inputs, read, write
+from ratcli.io.wsi import (
+    PyramidWriter,
+    SlideReader,
+    SlideWriterConfig,
+    pyramid_shapes,
+    slide_tiles,
+)
 from ratcli.models import RATConfig, build_rat
 from ratcli.phantoms import he_tile
 from ratcli.tasks import TASKS
@@ -23,20 +29,21 @@ def _gradient(h: int, w: int) -> np.ndarray:
                      np.full_like(xx, 180)], -1).astype(np.uint8)
 
 
-def _slide(path, h=300, w=420, *, tissue=(40, 60, 128), mpp=(0.5, 0.5), tile=256):
+def _slide(path, h=300, w=420, *, tissue=(40, 60, 128), mpp=(0.5, 0.5)):
     """Glass (243) with one square of H&E-like tissue at (y, x) of edge `size`."""
     rgb = np.full((h, w, 3), 243, np.uint8)
     y, x, size = tissue
     rgb[y : y + size, x : x + size] = he_tile(size=size)
-    PyramidWriter(path, width=w, height=h, tile=tile, mpp=mpp).write(slide_tiles(rgb, tile))
+    PyramidWriter(path, width=w, height=h, mpp=mpp).write(slide_tiles(rgb, 256))
     return rgb
 
 
 def test_pyramid_lossless_roundtrip_levels_and_mpp(tmp_path):
     rgb = _gradient(600, 777)
     path = tmp_path / "p.tif"
-    shapes = PyramidWriter(path, width=777, height=600, tile=256, mpp=(0.25, 0.3),
-                           compression="lossless", description="rat test").write(
+    shapes = PyramidWriter(path, width=777, height=600, mpp=(0.25, 0.3),
+                           config=SlideWriterConfig(compression="lossless"),
+                           description="rat test").write(
         slide_tiles(rgb, 256))
     assert shapes == [(600, 777), (300, 389), (150, 195)]
     s = openslide.OpenSlide(path)
@@ -56,7 +63,7 @@ def test_pyramid_lossless_roundtrip_levels_and_mpp(tmp_path):
 def test_pyramid_jpeg_is_close_and_small_images_still_get_two_levels(tmp_path):
     rgb = _gradient(100, 120)
     path = tmp_path / "j.tif"
-    PyramidWriter(path, width=120, height=100, tile=256).write(slide_tiles(rgb, 256))
+    PyramidWriter(path, width=120, height=100).write(slide_tiles(rgb, 256))
     s = openslide.OpenSlide(path)
     assert s.level_count == 2  # OpenSlide needs >= 2 levels for a pyramid
     got = np.asarray(s.read_region((0, 0), 0, (120, 100)))[..., :3].astype(int)
@@ -65,18 +72,26 @@ def test_pyramid_jpeg_is_close_and_small_images_still_get_two_levels(tmp_path):
 
 
 def test_pyramid_shapes_halve_until_one_tile():
-    assert pyramid_shapes(4000, 3000, tile=512) == [(4000, 3000), (2000, 1500), (1000, 750),
-                                                    (500, 375)]
-    assert pyramid_shapes(10, 10, tile=256) == [(10, 10), (5, 5)]
+    assert pyramid_shapes(4000, 3000, tile_px=512) == [(4000, 3000), (2000, 1500),
+                                                       (1000, 750), (500, 375)]
+    assert pyramid_shapes(10, 10, tile_px=256) == [(10, 10), (5, 5)]
 
 
 def test_pyramid_writer_rejects_wrong_tiles(tmp_path):
-    w = PyramidWriter(tmp_path / "bad.tif", width=300, height=100, tile=256)
+    w = PyramidWriter(tmp_path / "bad.tif", width=300, height=100)
     with pytest.raises(ValueError, match="expected"):
         w.write(iter([np.zeros((100, 300, 3), np.uint8)]))
     with pytest.raises(ValueError, match="got 1 tiles"):
-        PyramidWriter(tmp_path / "few.tif", width=300, height=100, tile=256).write(
+        PyramidWriter(tmp_path / "few.tif", width=300, height=100).write(
             iter([np.zeros((100, 256, 3), np.uint8)]))
+
+
+@pytest.mark.parametrize(("option", "match"), [({"tile_px": 300}, "256 or 512"),
+                                               ({"min_levels": 0}, "at least 1"),
+                                               ({"quality": 0}, "between 1 and 100")])
+def test_slide_writer_config_refuses_bad_values_with_usage_error(option, match):
+    with pytest.raises(UsageError, match=match):
+        SlideWriterConfig(**option)
 
 
 def test_reader_region_thumbnail_and_bad_file(tmp_path):
@@ -115,7 +130,7 @@ def test_restore_slide_streams_a_pyramid_with_scaled_size_and_mpp(tmp_path):
     rgb = _slide(tmp_path / "in.tif", h=300, w=420, tissue=(40, 60, 48))
     done = []
     report = restore_slide(tmp_path / "in.tif", tmp_path / "out.tif", _sr_restorer(2),
-                           tile=256, chunk_tiles=1, on_progress=lambda d, t: done.append(d))
+                           chunk_tiles=1, on_progress=lambda d, t: done.append(d))
     s = openslide.OpenSlide(tmp_path / "out.tif")
     assert s.level_count >= 2
     assert s.dimensions == (840, 600)
@@ -137,7 +152,8 @@ def test_restore_slide_streams_a_pyramid_with_scaled_size_and_mpp(tmp_path):
 def test_restore_slide_without_mpp_and_background_skip_off(tmp_path):
     _slide(tmp_path / "in.tif", h=70, w=60, tissue=(10, 10, 32), mpp=None)
     report = restore_slide(tmp_path / "in.tif", tmp_path / "out.tif", _sr_restorer(4),
-                           tile=256, skip_background=False, compression="lossless")
+                           skip_background=False,
+                           slide_writer=SlideWriterConfig(compression="lossless"))
     s = openslide.OpenSlide(tmp_path / "out.tif")
     assert s.dimensions == (240, 280) and s.level_count >= 2
     assert "openslide.mpp-x" not in s.properties and report.mpp is None
@@ -173,13 +189,56 @@ def test_io_read_and_write_dispatch_for_slides(tmp_path):
 def test_chunk_plan_keeps_recomputation_low(restorer_tile, scale):
     from ratcli.inference.slide import plan_chunks
     from ratcli.inference.tiling import TileGrid
+    from ratcli.io import SLIDE_WRITER
 
     overlap, halo = restorer_tile // 4, max(16, restorer_tile // 8)
-    tile, k = plan_chunks(restorer_tile, overlap, scale=scale, halo=halo)
-    assert tile in (256, 512) and 1 <= k <= 8
-    band = tile // scale
+    k = plan_chunks(restorer_tile, overlap, scale=scale, halo_px=halo)
+    assert 1 <= k <= 8
+    band = SLIDE_WRITER.tile_px // scale
     grid = TileGrid.plan(band + 2 * halo, k * band + 2 * halo, tile=restorer_tile,
                          overlap=overlap)
     computed = len(grid) * grid.tile_h * grid.tile_w / (band * band * k)
     # 25 % overlap alone costs (4/3)^2 = 1.78x; the halo adds a little on top.
     assert computed <= 2.1
+
+
+def test_restore_stream_writes_atomically_returns_its_report_and_counts_chunks_once(tmp_path):
+    _slide(tmp_path / "in.tif", h=300, w=420, tissue=(40, 60, 48))
+    (src,) = find_inputs(tmp_path / "in.tif")
+    calls = []
+    restorer = _sr_restorer(2)
+    restorer.on_progress = lambda done, total: calls.append((done, total))
+    report = restore_stream(src, tmp_path / "out.tif", restorer, chunk_tiles=1,
+                            provenance={"task": "sr-x2"})
+    # 600 x 840 output in 256 px tiles: 3 rows x 4 chunks. One total for the whole slide,
+    # counted by chunk; the Restorer's own per-chunk tile counts never reach the callback.
+    assert calls == [(k, 12) for k in range(1, 13)]
+    assert restorer.on_progress is not None  # handed back after the run
+    assert report.levels == [(600, 840), (300, 420), (150, 210)] and report.tile_px == 256
+    assert report.chunks_model + report.chunks_background == 12
+    s = openslide.OpenSlide(tmp_path / "out.tif")
+    assert s.dimensions == (840, 600) and "task=sr-x2" in s.properties["tiff.ImageDescription"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.tif", "out.tif"]  # no temp left
+    with pytest.raises(OutputExistsError):
+        restore_stream(src, tmp_path / "out.tif", restorer)
+    with pytest.raises(UsageError, match="streamed output must be one of .tif, .tiff"):
+        restore_stream(src, tmp_path / "out.png", restorer)
+
+
+def test_streamed_and_in_memory_slide_outputs_share_one_pyramid_layout(tmp_path):
+    """`rat sr` streams a slide, the Python API restores it in memory and io.write()s it:
+    both give the same tile edge and levels (issue: 256 px / 4 levels against 512 / 3)."""
+    import tifffile
+
+    _slide(tmp_path / "in.tif", h=300, w=420, tissue=(40, 60, 48))
+    restorer = _sr_restorer(2)
+    restore_slide(tmp_path / "in.tif", tmp_path / "cli.tif", restorer)  # api.py's call today
+    restore_stream(tmp_path / "in.tif", tmp_path / "stream.tif", restorer)
+    write(restorer.restore(read(tmp_path / "in.tif")), tmp_path / "api.tif")
+    layouts = []
+    for name in ("cli.tif", "stream.tif", "api.tif"):
+        with tifffile.TiffFile(tmp_path / name) as tif:
+            layouts.append([(p.shape[:2], p.tilewidth, p.tilelength) for p in tif.pages])
+    assert layouts[0] == layouts[1] == layouts[2]
+    assert [shape for shape, _, _ in layouts[0]] == [(600, 840), (300, 420), (150, 210)]
+    assert {(tw, tl) for _, tw, tl in layouts[0]} == {(SLIDE_WRITER.tile_px,) * 2}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
 from enum import StrEnum
 
@@ -11,7 +12,7 @@ import torch
 from ratcli.errors import UsageError
 
 __all__ = ["DeviceChoice", "Precision", "resolve_device", "autocast_dtype", "autocast",
-           "is_out_of_memory", "free_memory"]
+           "is_out_of_memory", "free_memory", "configure_threads", "default_threads"]
 
 
 class DeviceChoice(StrEnum):
@@ -97,3 +98,35 @@ def free_memory(device: torch.device) -> None:
         torch.cuda.empty_cache()
     elif device.type == "mps":
         torch.mps.empty_cache()
+
+
+def configure_threads(threads: int | None = None) -> int:
+    """Set the CPU threads of the forward pass (torch intra-op threads); returns the count.
+
+    The rule, first match wins:
+    1. `threads` (the CLI's `--threads N`), when given;
+    2. the environment variable OMP_NUM_THREADS, when it is a positive integer (so
+       `OMP_NUM_THREADS=1 rat ...` keeps one core for each of several parallel jobs);
+    3. every CPU this process may run on (`default_threads()`).
+    Raises UsageError for `threads` < 1. Affects the whole process (torch is global).
+    """
+    if threads is not None and threads < 1:
+        raise UsageError(f"--threads {threads}: must be at least 1")
+    n = threads or _env_threads() or default_threads()
+    if torch.get_num_threads() != n:
+        torch.set_num_threads(n)
+    return n
+
+
+def default_threads() -> int:
+    """CPUs available to this process: its affinity mask (cgroups, taskset) where the OS
+    has one, else os.cpu_count()."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # macOS, Windows
+        return max(1, os.cpu_count() or 1)
+
+
+def _env_threads() -> int | None:
+    value = os.environ.get("OMP_NUM_THREADS", "").strip()
+    return int(value) if value.isdigit() and int(value) > 0 else None

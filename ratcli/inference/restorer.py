@@ -1,13 +1,18 @@
 """Whole-image restoration with a RAT-like model: normalise, tile, blend, invert.
 
 `Restorer` is set up once (model, task, tiling, device) and has one public method,
-`restore(image) -> Image`. Volumes are restored slice by slice along Z with one
-normalisation per volume; each slice is reflect-padded to the model's multiple, cut into
-overlapping tiles (see tiling.py), run in batches, blended and cropped back.
+`restore(image) -> Image`. Volumes get one normalisation per volume; each slice is
+reflect-padded to the model's multiple and cut into overlapping tiles (see tiling.py).
+Slices are restored a few at a time ("waves"): the tiles of all slices of a wave go
+through the model in batches of `batch_size` regardless of which slice they come from, so
+a series of small slices runs `batch_size` slices per forward pass. A wave holds at most
+`MAX_WAVE_SLICES` slices and `MAX_WAVE_BYTES` of output accumulators, so memory does not
+grow with the volume. The tiles are then blended and cropped back per slice.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import numpy as np
@@ -27,13 +32,15 @@ from ratcli.inference.device import (
 from ratcli.inference.tiling import TileGrid
 from ratcli.io.image import Image
 from ratcli.models.rat import pad_to_multiple
+from ratcli.regions.base import Partitioner
 from ratcli.tasks import TaskSpec
 
 __all__ = ["Restorer", "Partitioner", "ProgressFn"]
 
-# slice2d: (H, W) float32 normalised, or (H, W, 3) uint8 -> (H, W) integer labels
-Partitioner = Callable[[np.ndarray], np.ndarray]
 ProgressFn = Callable[[int, int], None]  # (tiles done, tiles total) for the current image
+
+MAX_WAVE_SLICES = 16  # slices restored together (their tiles share forward passes)
+MAX_WAVE_BYTES = 1 << 28  # float32 output accumulators of one wave on the device
 
 
 class Restorer:
@@ -45,7 +52,8 @@ class Restorer:
     tile: tile edge in input pixels (rounded up to the model's multiple of 16);
         None = task.tile.
     overlap: fraction of the tile shared with each neighbour, in [0, 0.5].
-    batch_size: tiles per forward pass.
+    batch_size: tiles per forward pass (tiles of several slices share one when slices are
+        small).
     device: "auto" | "cpu" | "cuda" | "mps" or a torch.device.
     precision: "auto" (bf16/fp16 autocast on GPU, fp32 on CPU), "fp32", "fp16", "bf16".
     partitioner: region map for a whole slice at output resolution (None: one region
@@ -100,11 +108,31 @@ class Restorer:
         self._check(image)
         params = self.task.norm_params(image.array)
         norm = self.task.normalize(image.array, params)  # (Z, Y, X[, 3]) float32
+        Z = image.num_slices
         self._done = 0
-        slices = []
-        for z in range(image.num_slices):
-            self._slices_left = image.num_slices - z
-            slices.append(self._restore_slice(norm[z], image.array[z], image))
+        slices: list[np.ndarray] = []
+        inputs: dict[int, tuple[torch.Tensor, torch.Tensor | None]] = {}
+        while len(slices) < Z:
+            z0 = len(slices)
+            zs = range(z0, min(Z, z0 + self._wave_size(norm.shape[1], norm.shape[2])))
+            for z in zs:  # kept across an out-of-memory retry: the partitioner runs once
+                if z not in inputs:
+                    inputs[z] = self._prepare(norm[z], image.array[z], image)
+            self._slices_left = Z - z0
+            done_before = self._done
+            try:
+                out = self._tiled([inputs[z] for z in zs])  # (k, C', H*s, W*s)
+            except Exception as exc:
+                if not is_out_of_memory(exc):
+                    raise
+                free_memory(self.device)
+                self._shrink(image, exc)
+                self._done = done_before  # the wave starts over with smaller batches/tiles
+                continue
+            for z in zs:
+                del inputs[z]
+            out = out.permute(0, 2, 3, 1) if norm.ndim == 4 else out[:, 0]
+            slices.extend(out.numpy())
         out = self.task.denormalize(np.stack(slices), params)
         return image.derived(out, scale=self.scale)
 
@@ -121,29 +149,27 @@ class Restorer:
             if bad:
                 raise InputFormatError(f"{image.source}: {bad} pixels are NaN or infinite")
 
-    def _restore_slice(self, norm2d: np.ndarray, raw2d: np.ndarray, image: Image) -> np.ndarray:
-        """norm2d: (H, W) or (H, W, 3) float32 normalised; returns (H*s, W*s[, 3]) float32."""
+    def _wave_size(self, H: int, W: int) -> int:
+        """Slices per wave: the fewest whose tile count fills whole batches, within the
+        slice and byte caps."""
+        m, s = self.multiple, self.scale
+        Hp, Wp = -(-H // m) * m, -(-W // m) * m
+        tiles = len(TileGrid.plan(Hp, Wp, tile=self.tile, overlap=round(self.tile * self.overlap)))
+        k = self.batch_size // math.gcd(tiles, self.batch_size)
+        per_slice = 4 * self.model.out_channels * Hp * Wp * s * s
+        return max(1, min(k, MAX_WAVE_SLICES, MAX_WAVE_BYTES // per_slice))
+
+    def _prepare(self, norm2d: np.ndarray, raw2d: np.ndarray, image: Image
+                 ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """norm2d: (H, W) or (H, W, 3) float32 normalised -> (x (C, H, W), regions)."""
         x = torch.from_numpy(np.ascontiguousarray(norm2d))
         x = x.permute(2, 0, 1) if x.ndim == 3 else x[None]  # (C, H, W)
-        regions = self._regions(x, raw2d, image)
-        done_before = self._done
-        while True:
-            try:
-                out = self._tiled(x, regions)  # (C, H*s, W*s)
-                break
-            except Exception as exc:
-                if not is_out_of_memory(exc):
-                    raise
-                free_memory(self.device)
-                self._shrink(image, exc)
-                self._done = done_before  # the slice starts over with smaller tiles
-        out = out.permute(1, 2, 0) if norm2d.ndim == 3 else out[0]
-        return out.numpy()
+        return x, self._regions(x, raw2d, image)
 
     def _regions(self, x: torch.Tensor, raw2d: np.ndarray, image: Image) -> torch.Tensor | None:
         """Region labels (H*s, W*s) int64 for the whole slice, or None (one region)."""
-        if self.partitioner is None:
-            return None
+        if self.partitioner is None or getattr(self.partitioner, "one_region", False):
+            return None  # the model's own default, without partitioning anything
         C, H, W = x.shape
         s = self.scale
         if raw2d.dtype == np.uint8:  # RGB: partition the uint8 image itself
@@ -163,43 +189,46 @@ class Restorer:
                                         f"expected {(H * s, W * s)}")
         return torch.from_numpy(labels.astype(np.int64))
 
-    def _tiled(self, x: torch.Tensor, regions: torch.Tensor | None) -> torch.Tensor:
-        """x (C, H, W) -> (C', H*s, W*s) float32 on CPU, tile by tile."""
-        C, H, W = x.shape
+    def _tiled(self, items: list[tuple[torch.Tensor, torch.Tensor | None]]) -> torch.Tensor:
+        """k slices (x (C, H, W), regions) -> (k, C', H*s, W*s) float32 on CPU; the tiles
+        of all k slices are batched together."""
+        C, H, W = items[0][0].shape
         s, m = self.scale, self.multiple
-        xp = pad_to_multiple(x, m)  # (C, Hp, Wp); Hp, Wp multiples of m
-        rp = None if regions is None else pad_to_multiple(regions, m * s)
-        Hp, Wp = xp.shape[-2:]
+        xps = [pad_to_multiple(x, m) for x, _ in items]  # (C, Hp, Wp); multiples of m
+        rps = [None if r is None else pad_to_multiple(r, m * s) for _, r in items]
+        Hp, Wp = xps[0].shape[-2:]
         grid = TileGrid.plan(Hp, Wp, tile=self.tile, overlap=round(self.tile * self.overlap),
                              scale=s)
         total = self._done + len(grid) * self._slices_left  # re-planned after an OOM shrink
         wy, wx = (
             [torch.from_numpy(w).to(self.device) for w in ws] for ws in grid.weights()
         )
-        cells = [(i, j) for i in range(len(grid.ys)) for j in range(len(grid.xs))]
-        out = torch.zeros(self.model.out_channels, Hp * s, Wp * s, device=self.device)
+        cells = [(n, i, j) for n in range(len(items))
+                 for i in range(len(grid.ys)) for j in range(len(grid.xs))]
+        out = torch.zeros(len(items), self.model.out_channels, Hp * s, Wp * s,
+                          device=self.device)
         th, tw = grid.tile_h, grid.tile_w
         for b0 in range(0, len(cells), self.batch_size):
             batch = cells[b0 : b0 + self.batch_size]
-            origins = [(grid.ys[i], grid.xs[j]) for i, j in batch]
-            pred = self._run_batch(xp, rp, origins, th, tw)  # (B, C', th*s, tw*s)
-            for (i, j), (y, x0), p in zip(batch, origins, pred, strict=True):
+            origins = [(n, grid.ys[i], grid.xs[j]) for n, i, j in batch]
+            pred = self._run_batch(xps, rps, origins, th, tw)  # (B, C', th*s, tw*s)
+            for (n, i, j), (_, y, x0), p in zip(batch, origins, pred, strict=True):
                 w = wy[i][:, None] * wx[j][None, :]
-                out[:, y * s : (y + th) * s, x0 * s : (x0 + tw) * s] += p * w
+                out[n, :, y * s : (y + th) * s, x0 * s : (x0 + tw) * s] += p * w
             self._done += len(batch)
             if self.on_progress is not None:
                 self.on_progress(self._done, total)
-        return out[:, : H * s, : W * s].cpu()
+        return out[:, :, : H * s, : W * s].cpu()
 
-    def _run_batch(self, xp: torch.Tensor, rp: torch.Tensor | None,
-                   origins: list[tuple[int, int]], th: int, tw: int) -> torch.Tensor:
-        """One forward over a batch of tiles cut from the padded slice."""
+    def _run_batch(self, xps: list[torch.Tensor], rps: list[torch.Tensor | None],
+                   origins: list[tuple[int, int, int]], th: int, tw: int) -> torch.Tensor:
+        """One forward over a batch of tiles (slice n, y, x) cut from the padded slices."""
         s = self.scale
-        tiles = torch.stack([xp[:, y : y + th, x : x + tw] for y, x in origins])
+        tiles = torch.stack([xps[n][:, y : y + th, x : x + tw] for n, y, x in origins])
         regions = None
-        if rp is not None:
-            regions = torch.stack([rp[y * s : (y + th) * s, x * s : (x + tw) * s]
-                                   for y, x in origins]).to(self.device)
+        if rps[0] is not None:
+            regions = torch.stack([rps[n][y * s : (y + th) * s, x * s : (x + tw) * s]
+                                   for n, y, x in origins]).to(self.device)
         with autocast(self.device, self.dtype):
             pred = self.model(tiles.to(self.device), regions)
         return pred.float()

@@ -1,15 +1,23 @@
 """Whole-slide restoration that streams: memory does not grow with the slide.
 
-The output pyramid is written tile by tile in row-major order. Output tiles are made in
-chunks of `chunk_tiles` tiles along one tile row: the matching level-0 input region plus
-a `halo` of context on every side is read, restored with the `Restorer` (which tiles
-and blends inside the chunk), cropped back and handed to the `PyramidWriter`. Chunks
-with no tissue on the thumbnail's tissue mask are upsampled bicubically instead.
+Slides go through io like every format, but chunk by chunk: `io.open_stream` reads
+level-0 regions and `io.write_stream` writes the output pyramid tile by tile in
+row-major order, with the shared layout `io.SLIDE_WRITER` (the same as `io.write` of
+an in-memory slide). Output tiles are made in chunks of `chunk_tiles` tiles along one
+tile row: the matching level-0 input region plus a halo of context on every side is
+read, restored with the `Restorer` (which tiles and blends inside the chunk), cropped
+back and handed to the writer. Chunks with no tissue on the thumbnail's tissue mask are
+upsampled bicubically instead.
+
+Entry point: `restore_stream(source, out, restorer, provenance=...) -> SlideReport`
+(atomic output, like io.write). `restore_slide` is the older form (writes `dst`
+directly, provenance as a description string), kept until every caller uses
+`restore_stream`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,26 +27,72 @@ from ratcli.errors import InputFormatError
 from ratcli.inference.restorer import Restorer
 from ratcli.inference.tiling import TileGrid
 from ratcli.inference.tissue import TissueMap, tissue_mask
+from ratcli.io import Source, open_stream, write_stream
 from ratcli.io.image import Domain, Image
-from ratcli.io.wsi import PyramidWriter, SlideCompression, SlideReader
+from ratcli.io.wsi import SLIDE_WRITER, PyramidWriter, SlideReader, SlideWriterConfig
 
-__all__ = ["restore_slide", "SlideReport", "plan_chunks"]
+__all__ = ["restore_stream", "restore_slide", "SlideReport", "plan_chunks"]
+
+ProgressFn = Callable[[int, int], None]
 
 
 @dataclass
 class SlideReport:
-    """What `restore_slide` did.
+    """What a slide restoration did.
 
-    levels: (height, width) of every written level; mpp: output (x, y) microns per pixel
-    or None; chunks_model / chunks_background: chunks restored by the model / upsampled
-    bicubically; tissue_fraction: share of the thumbnail marked as tissue.
+    levels: (height, width) of every written level; tile_px: edge of the stored tiles;
+    mpp: output (x, y) microns per pixel or None; chunks_model / chunks_background:
+    chunks restored by the model / upsampled bicubically; tissue_fraction: share of the
+    thumbnail marked as tissue.
     """
 
     levels: list[tuple[int, int]] = field(default_factory=list)
+    tile_px: int = SLIDE_WRITER.tile_px
     mpp: tuple[float, float] | None = None
     chunks_model: int = 0
     chunks_background: int = 0
     tissue_fraction: float = 0.0
+
+
+def restore_stream(
+    source: Source | str | Path,
+    out: str | Path,
+    restorer: Restorer,
+    *,
+    overwrite: bool = False,
+    provenance: dict | None = None,
+    slide_writer: SlideWriterConfig = SLIDE_WRITER,
+    chunk_tiles: int | None = None,
+    halo_px: int | None = None,
+    skip_background: bool = True,
+    on_progress: ProgressFn | None = None,
+) -> SlideReport:
+    """Restore the slide `source` into a pyramidal tiled BigTIFF at `out`, streaming.
+
+    out: appears atomically (an existing one is refused unless overwrite).
+    provenance: {"task", "weights", "weights_sha256"} for the ImageDescription.
+    slide_writer: output tile edge, levels and compression (default: the shared one).
+    chunk_tiles: output tiles per chunk (None: the least recomputation, `plan_chunks`).
+    halo_px: level-0 input pixels of context around each chunk (default: half the
+        Restorer's overlap, a multiple of 8, at least 16).
+    skip_background: chunks without tissue take a cheap bicubic path.
+    on_progress: called after every chunk with (chunks done, chunks total) for the
+        whole slide; default: the Restorer's own on_progress, so one progress bar
+        runs once over the slide instead of restarting for every chunk.
+    Output size is the input's times the task's scale; MPP is the input's / scale.
+    Returns the SlideReport.
+    """
+    path = source.path if isinstance(source, Source) else Path(source)
+    inputs = source.files if isinstance(source, Source) else (path,)
+    with open_stream(source) as reader:
+        report, chunks = _plan(reader, restorer, slide_writer, chunk_tiles=chunk_tiles,
+                               halo_px=halo_px, skip_background=skip_background,
+                               on_progress=on_progress)
+        report.levels = write_stream(
+            chunks.tiles(), out, width=reader.width * restorer.scale,
+            height=reader.height * restorer.scale, mpp=report.mpp, overwrite=overwrite,
+            provenance=provenance, inputs=[path, *inputs], slide_writer=slide_writer)
+    return report
 
 
 def restore_slide(
@@ -46,88 +100,87 @@ def restore_slide(
     dst: str | Path,
     restorer: Restorer,
     *,
-    tile: int | None = None,
+    slide_writer: SlideWriterConfig = SLIDE_WRITER,
     chunk_tiles: int | None = None,
-    halo: int | None = None,
-    compression: str | SlideCompression = SlideCompression.JPEG,
-    quality: int = 90,
+    halo_px: int | None = None,
     skip_background: bool = True,
     description: str = "",
-    on_progress: Callable[[int, int], None] | None = None,
+    on_progress: ProgressFn | None = None,
 ) -> SlideReport:
-    """Restore the slide at `src` into a pyramidal tiled BigTIFF at `dst`.
-
-    dst: written directly (wrap it in `atomic_output` for a safe final path).
-    tile: output tile edge, 256 or 512; chunk_tiles: output tiles per chunk. None
-        (default) picks both so that the Restorer's tiles fit the chunks with the least
-        recomputation (see `plan_chunks`).
-    halo: level-0 context pixels around each chunk (default: half the Restorer's
-        overlap, a multiple of 8, at least 16).
-    skip_background: chunks without tissue take a cheap bicubic path.
-    on_progress: called with (chunks done, chunks total).
-    Output size is the input's times the task's scale; MPP is the input's / scale.
-    """
-    s = restorer.scale
-    if restorer.task.channels != 3:
-        raise InputFormatError(f"{src}: slides are RGB; task {restorer.task.name} "
-                               "restores greyscale images")
-    if halo is None:
-        halo = max(16, 8 * round(restorer.tile * restorer.overlap / 16))
-    if tile is None or chunk_tiles is None:
-        auto_tile, auto_k = plan_chunks(restorer.tile, round(restorer.tile * restorer.overlap),
-                                        scale=s, halo=halo, tiles=(tile,) if tile else (512, 256))
-        tile, chunk_tiles = tile or auto_tile, chunk_tiles or auto_k
+    """Like `restore_stream`, but `dst` is written directly (wrap it in `atomic_output`
+    for a safe final path) and `description` is level 0's ImageDescription as given."""
     with SlideReader(src) as reader:
-        tissue = TissueMap(tissue_mask(reader.thumbnail()), width=reader.width,
-                           height=reader.height)
-        mpp = None if reader.mpp is None else (reader.mpp[0] / s, reader.mpp[1] / s)
-        writer = PyramidWriter(dst, width=reader.width * s, height=reader.height * s,
-                               tile=tile, mpp=mpp, compression=compression, quality=quality,
-                               description=description)
-        report = SlideReport(mpp=mpp, tissue_fraction=tissue.fraction)
-        chunks = _Chunker(reader, restorer, tissue, tile=tile, chunk_tiles=chunk_tiles,
-                          halo=halo, skip_background=skip_background, report=report,
-                          on_progress=on_progress)
+        report, chunks = _plan(reader, restorer, slide_writer, chunk_tiles=chunk_tiles,
+                               halo_px=halo_px, skip_background=skip_background,
+                               on_progress=on_progress)
+        writer = PyramidWriter(dst, width=reader.width * restorer.scale,
+                               height=reader.height * restorer.scale, config=slide_writer,
+                               mpp=report.mpp, description=description)
         report.levels = writer.write(chunks.tiles())
     return report
 
 
-def plan_chunks(restorer_tile: int, overlap: int, *, scale: int, halo: int,
-                tiles: tuple[int, ...] = (512, 256), max_chunk_tiles: int = 8
-                ) -> tuple[int, int]:
-    """(output tile edge, output tiles per chunk) that waste the least model work.
+def plan_chunks(restorer_tile_px: int, overlap_px: int, *, scale: int, halo_px: int,
+                tile_px: int = SLIDE_WRITER.tile_px, max_chunk_tiles: int = 8) -> int:
+    """Output tiles per chunk that waste the least model work.
 
-    A chunk is one output-tile row high and `k` tiles wide; with its halo it is cut into
-    the Restorer's tiles (edge `restorer_tile`, `overlap` input pixels). The plan
-    minimises input pixels computed per input pixel kept, preferring larger output
-    tiles and then fewer tiles per chunk when equal.
+    A chunk is one output-tile row high (`tile_px` output pixels) and `k` tiles wide;
+    with its halo (`halo_px` input pixels) it is cut into the Restorer's tiles (edge
+    `restorer_tile_px`, `overlap_px` input pixels shared). The plan minimises input
+    pixels computed per input pixel kept, preferring fewer tiles per chunk when equal.
     """
-    best: tuple[float, int, int] | None = None
-    for t in tiles:
-        band = t // scale  # input rows per output tile row
-        for k in range(1, max_chunk_tiles + 1):
-            h, w = band + 2 * halo, k * band + 2 * halo
-            grid = TileGrid.plan(h, w, tile=restorer_tile, overlap=overlap)
-            waste = len(grid) * grid.tile_h * grid.tile_w / (band * k * band)
-            if best is None or waste < best[0] - 1e-9:
-                best = (waste, t, k)
-    return best[1], best[2]
+    best: tuple[float, int] | None = None
+    band = tile_px // scale  # input rows per output tile row
+    for k in range(1, max_chunk_tiles + 1):
+        h, w = band + 2 * halo_px, k * band + 2 * halo_px
+        grid = TileGrid.plan(h, w, tile=restorer_tile_px, overlap=overlap_px)
+        waste = len(grid) * grid.tile_h * grid.tile_w / (band * k * band)
+        if best is None or waste < best[0] - 1e-9:
+            best = (waste, k)
+    return best[1]
+
+
+def _plan(reader: SlideReader, restorer: Restorer, slide_writer: SlideWriterConfig, *,
+          chunk_tiles: int | None, halo_px: int | None, skip_background: bool,
+          on_progress: ProgressFn | None) -> tuple[SlideReport, _Chunker]:
+    """Check the task, fill in the defaults, find the tissue: (report, chunk source)."""
+    s = restorer.scale
+    if restorer.task.channels != 3:
+        raise InputFormatError(f"{reader.path}: slides are RGB; task {restorer.task.name} "
+                               "restores greyscale images")
+    overlap_px = round(restorer.tile * restorer.overlap)
+    if halo_px is None:
+        halo_px = max(16, 8 * round(overlap_px / 16))
+    if chunk_tiles is None:
+        chunk_tiles = plan_chunks(restorer.tile, overlap_px, scale=s, halo_px=halo_px,
+                                  tile_px=slide_writer.tile_px)
+    tissue = TissueMap(tissue_mask(reader.thumbnail()), width=reader.width,
+                       height=reader.height)
+    mpp = None if reader.mpp is None else (reader.mpp[0] / s, reader.mpp[1] / s)
+    report = SlideReport(tile_px=slide_writer.tile_px, mpp=mpp,
+                         tissue_fraction=tissue.fraction)
+    chunks = _Chunker(reader, restorer, tissue, tile_px=slide_writer.tile_px,
+                      chunk_tiles=chunk_tiles, halo_px=halo_px,
+                      skip_background=skip_background, report=report,
+                      on_progress=on_progress if on_progress is not None
+                      else restorer.on_progress)
+    return report, chunks
 
 
 class _Chunker:
     """Level-0 output tiles of the restored slide, in row-major order, chunk by chunk."""
 
     def __init__(self, reader: SlideReader, restorer: Restorer, tissue: TissueMap, *,
-                 tile: int, chunk_tiles: int, halo: int, skip_background: bool,
-                 report: SlideReport, on_progress: Callable[[int, int], None] | None) -> None:
+                 tile_px: int, chunk_tiles: int, halo_px: int, skip_background: bool,
+                 report: SlideReport, on_progress: ProgressFn | None) -> None:
         self.reader, self.restorer, self.tissue = reader, restorer, tissue
         self.s = restorer.scale
-        self.tile, self.chunk_tiles, self.halo = tile, chunk_tiles, halo
+        self.tile_px, self.chunk_tiles, self.halo_px = tile_px, chunk_tiles, halo_px
         self.skip_background = skip_background
         self.report, self.on_progress = report, on_progress
 
     def tiles(self) -> Iterator[np.ndarray]:
-        s, t = self.s, self.tile
+        s, t = self.s, self.tile_px
         H, W = self.reader.height * s, self.reader.width * s
         ny, nx = -(-H // t), -(-W // t)
         per_row = -(-nx // self.chunk_tiles)
@@ -142,14 +195,13 @@ class _Chunker:
                 done += 1
                 if self.on_progress is not None:
                     self.on_progress(done, ny * per_row)
-                for c in range(c1 - c0):
-                    yield out[:, c * t : (c + 1) * t]
+                yield from _split(out, t, c1 - c0)
 
     def _chunk(self, y: int, x: int, h: int, w: int) -> np.ndarray:
         """Restored level-0 rectangle (h*s, w*s, 3) uint8, computed with a halo."""
-        r = self.reader
-        y0, x0 = max(0, y - self.halo), max(0, x - self.halo)
-        y1, x1 = min(r.height, y + h + self.halo), min(r.width, x + w + self.halo)
+        r, halo = self.reader, self.halo_px
+        y0, x0 = max(0, y - halo), max(0, x - halo)
+        y1, x1 = min(r.height, y + h + halo), min(r.width, x + w + halo)
         region = r.read(x0, y0, x1 - x0, y1 - y0)  # (y1-y0, x1-x0, 3)
         if self.skip_background and not self.tissue.any(x, y, w, h):
             self.report.chunks_background += 1
@@ -157,9 +209,24 @@ class _Chunker:
         else:
             self.report.chunks_model += 1
             image = Image(region[None], domain=Domain.RGB8, modality="SM", source=r.path)
-            big = self.restorer.restore(image).array[0]
+            big = self._restore(image)
         s = self.s
         return big[(y - y0) * s : (y - y0 + h) * s, (x - x0) * s : (x - x0 + w) * s]
+
+    def _restore(self, image: Image) -> np.ndarray:
+        """The Restorer's output for one chunk, without its per-image tile progress
+        (the slide reports progress per chunk, over the whole slide)."""
+        own = self.restorer.on_progress
+        self.restorer.on_progress = None
+        try:
+            return self.restorer.restore(image).array[0]
+        finally:
+            self.restorer.on_progress = own
+
+
+def _split(chunk: np.ndarray, tile_px: int, count: int) -> Iterable[np.ndarray]:
+    """The `count` output tiles of a chunk, left to right."""
+    return (chunk[:, c * tile_px : (c + 1) * tile_px] for c in range(count))
 
 
 def _bicubic(rgb: np.ndarray, scale: int) -> np.ndarray:

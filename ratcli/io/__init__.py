@@ -4,17 +4,41 @@
     image = read(sources[0])                   # Image (Z, Y, X) + geometry
     write(restored, out_path, provenance={...}) # format from the suffix, atomic
 
-Formats (one module each): DICOM (`dicom`, `dicom_derived`), NIfTI (`nifti`),
-PNG/JPEG/TIFF (`plain`), whole-slide images (`wsi`). Heavy libraries (pydicom,
-SimpleITK, tifffile, Pillow, OpenSlide) are imported only when their format is used.
+Formats live in one table (`ratcli.io.formats`): each format module (DICOM `dicom` +
+`dicom_derived`, NIfTI `nifti`, PNG/JPEG/TIFF `plain`, whole-slide images `wsi`)
+declares its kind, suffixes, reader, writer and output suffix, and `read`, `write` and
+input discovery look formats up there. Heavy libraries (pydicom, SimpleITK, tifffile,
+Pillow, OpenSlide) are imported only when their format is used.
+
+Whole slides are also streamed, never held whole in memory:
+
+    if streams(source):
+        with open_stream(source) as reader:       # .width, .height, .mpp, .read(x, y, w, h)
+            write_stream(tiles, out_path, width=..., height=..., mpp=...)
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 from ratcli.errors import InputFormatError, UsageError
 from ratcli.io.atomic import atomic_output
+from ratcli.io.formats import (
+    Format,
+    all_formats,
+    format_for,
+    format_of_kind,
+    input_suffixes,
+    output_suffix_for,
+    output_suffixes,
+    register,
+    unregister,
+    writer_for,
+)
 from ratcli.io.image import Domain, Image
 from ratcli.io.sources import (
     Source,
@@ -22,53 +46,40 @@ from ratcli.io.sources import (
     is_dicom_file,
     is_slide,
     output_path_for,
-    output_suffix_for,
 )
+from ratcli.io.wsi_pyramid import SLIDE_WRITER, SlideWriterConfig
 
 __all__ = [
     "Image",
     "Domain",
     "Source",
+    "Format",
     "find_inputs",
     "read",
     "write",
+    "streams",
+    "open_stream",
+    "write_stream",
+    "register",
+    "unregister",
+    "format_for",
+    "input_suffixes",
+    "output_suffixes",
     "output_suffix_for",
     "output_path_for",
     "is_slide",
     "is_dicom_file",
     "atomic_output",
+    "SlideWriterConfig",
+    "SLIDE_WRITER",
 ]
-
-_FILE_OUTPUTS = (".nii", ".nii.gz", ".png", ".tif", ".tiff", ".dcm")
 
 
 def read(source: Source | str | Path) -> Image:
     """Read one input (a Source from find_inputs, or a path that holds exactly one
     image or series) into an Image. Errors are RatErrors naming the file."""
-    if not isinstance(source, Source):
-        found = find_inputs(source)
-        if len(found) != 1:
-            raise InputFormatError(
-                f"{source}: holds {len(found)} images or series; read each one from find_inputs()"
-            )
-        source = found[0]
-    if source.kind == "dicom":
-        from ratcli.io.dicom import read_dicom
-
-        return read_dicom(source.files, name=source.path)
-    if source.kind == "nifti":
-        from ratcli.io.nifti import read_nifti
-
-        return read_nifti(source.path)
-    if source.kind == "image":
-        from ratcli.io.plain import read_plain
-
-        return read_plain(source.path)
-    if source.kind == "slide":
-        from ratcli.io import wsi
-
-        return wsi.read_slide(source.path)
-    raise InputFormatError(f"{source.path}: unknown input kind {source.kind!r}")
+    source = _one_source(source)
+    return format_of_kind(source.kind, where=source.path).read(source)
 
 
 def write(
@@ -78,36 +89,78 @@ def write(
     overwrite: bool = False,
     provenance: dict | None = None,
 ) -> Path:
-    """Write `image` to `path`, picking the format from the suffix.
+    """Write `image` to `path`, picking the format from the suffix (`formats.writer_for`).
 
     .nii/.nii.gz: NIfTI. .png/.tif/.tiff: plain image (a slide image, meta format
-    "slide", goes to the pyramidal slide writer). .dcm, or a path without one of these
-    suffixes for an image read from DICOM: a derived DICOM instance / series folder.
-    The output appears atomically; an existing one is refused unless overwrite.
-    provenance: {"task": ..., "weights": name, "weights_sha256": hex} recorded in the
-    file (DICOM DerivationDescription, NIfTI descrip, PNG/TIFF Software).
+    "slide", goes to the pyramidal slide writer as .tif/.tiff). .dcm, or a path without
+    one of these suffixes for an image read from DICOM: a derived DICOM instance /
+    series folder. The output appears atomically; an existing one is refused unless
+    overwrite. provenance: {"task": ..., "weights": name, "weights_sha256": hex}
+    recorded in the file (DICOM DerivationDescription, NIfTI descrip, PNG/TIFF Software).
     Returns the path written.
     """
     out = Path(path)
-    name = out.name.lower()
-    kw = {"overwrite": overwrite, "provenance": provenance}
-    if name.endswith((".nii", ".nii.gz")):
-        from ratcli.io.nifti import write_nifti
+    return writer_for(image, out).write(image, out, overwrite=overwrite, provenance=provenance)
 
-        return write_nifti(image, out, **kw)
-    if name.endswith((".png", ".tif", ".tiff")):
-        if image.meta.get("format") == "slide":
-            from ratcli.io import wsi
 
-            return wsi.write_slide(image, out, **kw)
-        from ratcli.io.plain import write_plain
+def streams(source: Source) -> bool:
+    """True when `source` is read and written in chunks (whole slides), not whole."""
+    return format_of_kind(source.kind, where=source.path).open_stream is not None
 
-        return write_plain(image, out, **kw)
-    if name.endswith(".dcm") or "dicom" in image.meta:
-        from ratcli.io.dicom_derived import write_dicom
 
-        return write_dicom(image, out, **kw)
-    raise UsageError(
-        f"{out}: unknown output format; use one of {', '.join(_FILE_OUTPUTS)} "
-        "(or a folder for a DICOM series)"
-    )
+def open_stream(source: Source | str | Path) -> Any:
+    """The streaming reader of a slide (`ratcli.io.wsi.SlideReader`): a context
+    manager with width, height (level-0 pixels), mpp ((x, y) microns or None),
+    read(x, y, w, h) -> (h, w, 3) uint8 and thumbnail(max_edge) -> (h, w, 3) uint8.
+    Raises UsageError for a source that is not streamed (read it whole with `read`)."""
+    source = _one_source(source)
+    fmt = format_of_kind(source.kind, where=source.path)
+    if fmt.open_stream is None:
+        raise UsageError(f"{source.path}: {fmt.label} inputs are read whole; use io.read")
+    return fmt.open_stream(source)
+
+
+def write_stream(
+    tiles: Iterable[np.ndarray],
+    path: str | Path,
+    *,
+    width: int,
+    height: int,
+    mpp: tuple[float, float] | None = None,
+    overwrite: bool = False,
+    provenance: dict | None = None,
+    inputs: Iterable[str | Path] = (),
+    slide_writer: SlideWriterConfig = SLIDE_WRITER,
+) -> list[tuple[int, int]]:
+    """The streaming writer: level-0 RGB tiles of `slide_writer.tile_px` edge in
+    row-major order (clipped at the right and bottom) -> a pyramid at `path`, written
+    atomically. Returns the (height, width) of every level (see wsi.write_slide_tiles).
+    Raises UsageError when no streamed format writes the path's suffix."""
+    out = Path(path)
+    fmt = next((f for f in _streamed() if out.name.lower().endswith(f.writes)), None)
+    if fmt is None:
+        known = ", ".join(s for f in _streamed() for s in f.writes)
+        raise UsageError(f"{out}: streamed output must be one of {known}")
+    return fmt.write_stream(tiles, out, width=width, height=height, mpp=mpp,
+                            overwrite=overwrite, provenance=provenance, inputs=list(inputs),
+                            slide_writer=slide_writer)
+
+
+def _one_source(source: Source | str | Path) -> Source:
+    if isinstance(source, Source):
+        return source
+    path = Path(source)
+    if path.is_file() and is_dicom_file(path):
+        # a DICOM file named on its own is read whatever object it is (a secondary capture
+        # too): skipping non-scans is the batch runner's rule, not the reader's
+        return Source(path, (path,), "dicom", Path(path.name))
+    found = find_inputs(source)
+    if len(found) != 1:
+        raise InputFormatError(
+            f"{source}: holds {len(found)} images or series; read each one from find_inputs()"
+        )
+    return found[0]
+
+
+def _streamed() -> list[Format]:
+    return [f for f in all_formats() if f.write_stream is not None]

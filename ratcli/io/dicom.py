@@ -1,75 +1,53 @@
 """DICOM reader: a file, a series of single-frame files, or one multi-frame file -> Image.
 
 Slices are sorted by their position along the slice normal (row x column direction
-cosines), as GDCM/SimpleITK do, never by file name. Pixels are decoded by pydicom's
-pixel-data plugins (pylibjpeg: JPEG, JPEG-LS, JPEG 2000; RLE built in) and mapped
-through the modality LUT / rescale, so CT is in HU and PET in its `Units`.
-The writer of derived series is `ratcli.io.dicom_derived`.
+cosines), as GDCM/SimpleITK do, never by file name (`ratcli.io.dicom_geometry`).
+Pixels are decoded by pydicom's pixel-data plugins (pylibjpeg: JPEG, JPEG-LS,
+JPEG 2000; RLE built in) and mapped through the modality LUT / rescale, so CT is in
+HU and PET in its `Units`. The writer of derived series is `ratcli.io.dicom_derived`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from ratcli.errors import InputFormatError
+from ratcli.io.checks import check_length, check_pixels
+from ratcli.io.dicom_derived import write_dicom
+from ratcli.io.dicom_geometry import DicomMeta, rescale_of
+from ratcli.io.dicom_geometry import Frame as _Frame
+from ratcli.io.dicom_geometry import frames_of as _frames_of
+from ratcli.io.dicom_geometry import geometry as _geometry
+from ratcli.io.formats import Format
 from ratcli.io.image import Domain, Image
 
-__all__ = ["read_dicom", "DicomMeta"]
+__all__ = ["read_dicom", "DicomMeta", "FORMAT"]
 
-# Positions closer than this (mm) along the normal are "the same slice".
-_SAME_POSITION_MM = 1e-3
-
-
-@dataclass
-class DicomMeta:
-    """What the derived-series writer needs, stored in `Image.meta["dicom"]`.
-
-    datasets: the source datasets (pixel data removed), in file order.
-    files: their paths, same order.
-    frames: for each output slice z (sorted by position), (dataset index, frame index).
-    multiframe: True when the source is one multi-frame file.
-    geometry: (spacing, origin, direction) as read, to tell whether an output grid
-        still matches the source (then geometry tags are copied verbatim).
-    """
-
-    datasets: list
-    files: list[Path]
-    frames: list[tuple[int, int]]
-    multiframe: bool
-    geometry: tuple
-
-
-@dataclass
-class _Frame:
-    """One 2D frame: where it is and how its stored values map to real values."""
-
-    ds_index: int
-    frame_index: int
-    position: np.ndarray | None  # ImagePositionPatient (3,), mm
-    orientation: np.ndarray | None  # ImageOrientationPatient (6,)
-    pixel_spacing: tuple[float, float] | None  # (row spacing = y, column spacing = x), mm
-    instance: int
-
-
-def read_dicom(files: Sequence[str | Path], *, name: str | Path | None = None) -> Image:
+def read_dicom(files: Sequence[str | Path], *, name: str | Path | None = None,
+               max_pixels: int | None = None) -> Image:
     """Read one DICOM image, series or multi-frame file.
 
     files: the file(s) of one series (any order). name: how errors name the input
         (default: the first file).
+    max_pixels: limit on Rows x Columns x frames of the whole series, checked on the
+        headers before decoding (None: RAT_MAX_PIXELS or `checks.DEFAULT_MAX_PIXELS`;
+        0: no limit); ImageTooLargeError above it.
     Returns Image with array (Z, Y, X) float32 (CT in HU, PT in `Units`, other
     modalities in rescaled units) or (Z, Y, X, 3) uint8 for colour; geometry in
     SimpleITK/LPS convention; `meta["dicom"]` a DicomMeta; `meta["units"]` for PT.
-    Raises InputFormatError naming the file: not DICOM, truncated/corrupt, no pixel
-    data, mixed sizes or orientations, several slices at one position.
+    Raises InputFormatError naming the file: not DICOM, truncated/corrupt (pixel data
+    shorter than Rows x Columns x frames x bits), no pixel data, 1-bit data, mixed
+    sizes or orientations, several slices at one position.
     """
     paths = [Path(f) for f in files]
     label = Path(name) if name is not None else paths[0]
     datasets = [_load(p) for p in paths]
     nframes = [int(ds.get("NumberOfFrames") or 1) for ds in datasets]
+    first = datasets[0]
+    check_pixels(label, (sum(nframes), int(first.Rows), int(first.Columns)), max_pixels)
     multiframe = any(n > 1 for n in nframes)
     if multiframe and len(datasets) > 1:
         raise InputFormatError(f"{label}: series mixes multi-frame files; give one file at a time")
@@ -80,7 +58,6 @@ def read_dicom(files: Sequence[str | Path], *, name: str | Path | None = None) -
     ]
     order, spacing, origin, direction = _geometry(frames, datasets[0], label)
     slices = _pixels(datasets, paths, frames, order)
-    first = datasets[0]
     modality = str(first.get("Modality", "OT")) or "OT"
     rgb = int(first.get("SamplesPerPixel", 1)) == 3
     domain = Domain.RGB8 if rgb else {"CT": Domain.HU, "PT": Domain.ACTIVITY}.get(
@@ -133,7 +110,21 @@ def _load(path: Path):
     for kw in ("Rows", "Columns", "BitsAllocated"):
         if kw not in ds:
             raise InputFormatError(f"{path}: DICOM image lacks {kw}")
+    if int(ds.BitsAllocated) == 1:
+        raise InputFormatError(f"{path}: 1-bit (BitsAllocated 1) segmentation/overlay data "
+                               "is not a restorable image")
+    _check_native_length(ds, path)
     return ds
+
+
+def _check_native_length(ds, path: Path) -> None:
+    """Uncompressed pixel data must hold Rows x Columns x frames x samples x bits."""
+    syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    if syntax is None or syntax.is_compressed:
+        return  # encapsulated fragments: a cut-short stream fails to decode instead
+    need = (int(ds.Rows) * int(ds.Columns) * int(ds.get("NumberOfFrames") or 1)
+            * int(ds.get("SamplesPerPixel") or 1) * int(ds.BitsAllocated) // 8)
+    check_length(path, have=len(ds.PixelData), need=need, what="PixelData")
 
 
 def _check_consistent(datasets: list, paths: list[Path], label: Path) -> None:
@@ -149,84 +140,6 @@ def _check_consistent(datasets: list, paths: list[Path], label: Path) -> None:
             a is not None and not np.allclose(np.asarray(a, float), np.asarray(b, float), atol=1e-4)
         ):
             raise InputFormatError(f"{label}: {p.name} has a different slice orientation")
-
-
-def _frames_of(ds, ds_index: int) -> list[_Frame]:
-    """Per-frame geometry of one dataset (enhanced functional groups, classic
-    multi-frame offsets, or the single frame of a classic image)."""
-    n = int(ds.get("NumberOfFrames") or 1)
-    shared = _first(ds, "SharedFunctionalGroupsSequence")
-    per_frame = ds.get("PerFrameFunctionalGroupsSequence")
-    top_iop = _floats(ds.get("ImageOrientationPatient"))
-    top_ipp = _floats(ds.get("ImagePositionPatient"))
-    top_ps = _floats(ds.get("PixelSpacing"))
-    out: list[_Frame] = []
-    for i in range(n):
-        groups = [g for g in (_item(per_frame, i), shared) if g is not None]
-        ipp = _from_groups(groups, "PlanePositionSequence", "ImagePositionPatient")
-        iop = _from_groups(groups, "PlaneOrientationSequence", "ImageOrientationPatient")
-        ps = _from_groups(groups, "PixelMeasuresSequence", "PixelSpacing")
-        iop = iop if iop is not None else top_iop
-        ps = ps if ps is not None else top_ps
-        if ipp is None and top_ipp is not None:
-            ipp = top_ipp + _frame_offset(ds, i, top_iop)
-        out.append(_Frame(
-            ds_index=ds_index,
-            frame_index=i,
-            position=ipp,
-            orientation=iop,
-            pixel_spacing=None if ps is None else (float(ps[0]), float(ps[1])),
-            instance=int(ds.get("InstanceNumber") or 0) * n + i,
-        ))
-    return out
-
-
-def _frame_offset(ds, i: int, iop: np.ndarray | None) -> np.ndarray:
-    """Offset of frame i from the top-level position for classic multi-frame images:
-    RT dose GridFrameOffsetVector, else i * SpacingBetweenSlices along the normal."""
-    if i == 0 or iop is None:
-        return np.zeros(3)
-    normal = np.cross(iop[:3], iop[3:])
-    offsets = ds.get("GridFrameOffsetVector")
-    if offsets is not None and len(offsets) > i:
-        return normal * float(offsets[i])
-    step = ds.get("SpacingBetweenSlices") or ds.get("SliceThickness") or 1.0
-    return normal * float(step) * i
-
-
-def _geometry(frames: list[_Frame], first, label: Path):
-    """Sort frames along the normal; return (order, spacing, origin, direction)."""
-    iop = frames[0].orientation
-    row = iop[:3] if iop is not None else np.array([1.0, 0.0, 0.0])
-    col = iop[3:] if iop is not None else np.array([0.0, 1.0, 0.0])
-    normal = np.cross(row, col)
-    ps = frames[0].pixel_spacing
-    if ps is None:
-        imager = _floats(first.get("ImagerPixelSpacing"))
-        ps = (1.0, 1.0) if imager is None else (float(imager[0]), float(imager[1]))
-    if all(f.position is not None for f in frames):
-        dist = np.array([float(np.dot(normal, f.position)) for f in frames])
-        order = [int(k) for k in np.argsort(dist, kind="stable")]
-        gaps = np.diff(dist[order])
-        if gaps.size and gaps.min() < _SAME_POSITION_MM:
-            k = int(np.argmin(gaps))
-            raise InputFormatError(
-                f"{label}: several slices at position {dist[order][k]:.3f} mm "
-                "(more than one acquisition in the series?)"
-            )
-        origin = tuple(float(v) for v in frames[order[0]].position)
-    else:
-        order = sorted(range(len(frames)), key=lambda k: frames[k].instance)
-        gaps = np.array([])
-        origin = (0.0, 0.0, 0.0)
-    if gaps.size:
-        dz = float(np.median(gaps))
-    else:
-        dz = float(first.get("SpacingBetweenSlices") or first.get("SliceThickness") or 1.0)
-    spacing = (float(ps[1]), float(ps[0]), dz)
-    # SimpleITK direction: row-major 3x3 whose columns are the x, y, z axis vectors.
-    direction = tuple(float(v) for v in np.column_stack([row, col, normal]).ravel())
-    return order, spacing, origin, direction
 
 
 def _pixels(datasets: list, paths: list[Path], frames: list[_Frame], order: list[int]):
@@ -266,47 +179,28 @@ def _to_real(frame: np.ndarray, ds, i: int, path: Path) -> np.ndarray:
     return (frame.astype(np.float64) * slope + intercept).astype(np.float32)
 
 
-def rescale_of(ds, i: int) -> tuple[float, float]:
-    """(RescaleSlope, RescaleIntercept) for frame i: per-frame group, shared group,
-    then top level, then (1, 0)."""
-    groups = [
-        g for g in (_item(ds.get("PerFrameFunctionalGroupsSequence"), i),
-                    _first(ds, "SharedFunctionalGroupsSequence"))
-        if g is not None
-    ] + [ds]
-    for g in groups:
-        seq = g.get("PixelValueTransformationSequence")
-        src = seq[0] if seq else g
-        if src.get("RescaleSlope") is not None:
-            return float(src.RescaleSlope), float(src.get("RescaleIntercept") or 0.0)
-    return 1.0, 0.0
-
-
-def _first(ds, keyword: str):
-    seq = ds.get(keyword)
-    return seq[0] if seq else None
-
-
-def _item(seq, i: int):
-    return seq[i] if seq is not None and len(seq) > i else None
-
-
-def _from_groups(groups: list, seq_kw: str, kw: str) -> np.ndarray | None:
-    for g in groups:
-        seq = g.get(seq_kw)
-        if seq and seq[0].get(kw) is not None:
-            return _floats(seq[0].get(kw))
-    return None
-
-
-def _floats(value) -> np.ndarray | None:
-    if value is None or value == "":
-        return None
-    try:
-        return np.asarray([float(v) for v in value], dtype=float)
-    except (TypeError, ValueError):
-        return None
-
-
 def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split()) or exc.__class__.__name__
+
+
+def _has_preamble(path: Path) -> bool:
+    from ratcli.io.sources import is_dicom_file
+
+    return is_dicom_file(path)
+
+
+# This format's entry in the table of formats (ratcli.io.formats).
+FORMAT = Format(
+    name="dicom",
+    kind="dicom",
+    label="DICOM",
+    suffixes=(".dcm", ".dicom", ".ima"),
+    read=lambda source: read_dicom(source.files, name=source.path),
+    write=write_dicom,
+    # one .dcm for a single file (one slice or multi-frame), a folder for a series
+    output_suffix=lambda source: ".dcm" if source.path.is_file() else "",
+    writes=(".dcm",),
+    sniff=_has_preamble,
+    own_images_only=True,
+    writes_folders=True,
+)

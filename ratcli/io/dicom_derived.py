@@ -2,11 +2,14 @@
 
 Each output instance is a copy of its source instance (patient, study, frame of
 reference, equipment and geometry are copied, nothing is invented) with:
-new SeriesInstanceUID (one per output) and SOPInstanceUIDs, ImageType
-DERIVED\\SECONDARY\\<source values 3+>, DerivationDescription naming rat, the task and
-the weights' sha256, SourceImageSequence and ReferencedSeriesSequence pointing at the
-source instance, new series/content date and time, SeriesNumber + 1000, and the pixels
-stored uncompressed (Explicit VR Little Endian) in the source's stored type.
+new SeriesInstanceUID (one per output: every slice of the Image written goes into one
+derived series) and SOPInstanceUIDs, ImageType DERIVED\\SECONDARY\\<source values 3+>,
+DerivationDescription naming rat, the task and the weights' sha256, rat in
+SoftwareVersions and ContributingEquipmentSequence, SourceImageSequence and
+ReferencedSeriesSequence pointing at the source instance, new series/content date and
+time, SeriesNumber + 1000, the IOD's Type 2 attributes present (empty when the source
+lacks them, see `dicom_iod`), and the pixels stored uncompressed (Explicit VR Little
+Endian) in the source's stored type.
 
 Stored values: PET (whose IOD requires RescaleIntercept 0) gets a fresh per-frame
 RescaleSlope that spans the stored range; other modalities keep their source
@@ -24,7 +27,13 @@ import numpy as np
 
 from ratcli.errors import GeometryMismatchError, UsageError
 from ratcli.io.atomic import atomic_output
-from ratcli.io.dicom import DicomMeta, rescale_of
+from ratcli.io.dicom_geometry import DicomMeta, rescale_of
+from ratcli.io.dicom_iod import (
+    binary_values_to_little_endian,
+    fill_type2,
+    mark_frame_types_derived,
+    name_rat,
+)
 from ratcli.io.image import Image
 from ratcli.io.provenance import describe_provenance
 
@@ -175,15 +184,17 @@ class _Deriver:
 
         ds = copy.deepcopy(src)
         if getattr(src, "original_encoding", (None, True))[1] is False:
-            _binary_values_to_little_endian(ds)
+            binary_values_to_little_endian(ds)
         for kw in _DROP:
             if kw in ds:
                 delattr(ds, kw)
         ds.SOPInstanceUID = generate_uid()
         ds.SeriesInstanceUID = self.series_uid
         ds.ImageType = ["DERIVED", "SECONDARY", *list(src.get("ImageType") or [])[2:]]
-        _mark_frame_types_derived(ds)
+        mark_frame_types_derived(ds)
         ds.DerivationDescription = describe_provenance(self.provenance)
+        name_rat(ds, description=ds.DerivationDescription,
+                 when=self.now.strftime("%Y%m%d%H%M%S.%f"))
         ref = Dataset()
         ref.ReferencedSOPClassUID = src.SOPClassUID
         ref.ReferencedSOPInstanceUID = src.SOPInstanceUID
@@ -206,6 +217,7 @@ class _Deriver:
         if syntax and syntax not in _LOSSLESS_SYNTAXES:
             # Pixels derived from lossy-compressed ones stay marked lossy (PS3.3 C.7.6.1.1.5).
             ds.LossyImageCompression = "01"
+        fill_type2(ds)  # after every copy and change above: only what is still missing
         fm = FileMetaDataset()
         fm.MediaStorageSOPClassUID = ds.SOPClassUID
         fm.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
@@ -214,19 +226,6 @@ class _Deriver:
         ds.file_meta = fm
         ds.preamble = b"\x00" * 128
         return ds
-
-
-def _mark_frame_types_derived(ds) -> None:
-    """Enhanced multi-frame objects repeat ImageType per frame as FrameType; its first
-    two values must agree with ImageType."""
-
-    def visit(_dataset, elem) -> None:
-        if elem.keyword == "FrameType" and elem.value:
-            elem.value = ["DERIVED", "SECONDARY", *list(elem.value)[2:]]
-
-    for kw in ("SharedFunctionalGroupsSequence", "PerFrameFunctionalGroupsSequence"):
-        for group in ds.get(kw) or []:
-            group.walk(visit)
 
 
 def _same_grid(image: Image, meta: DicomMeta) -> bool:
@@ -324,28 +323,6 @@ def _ds(value: float) -> str:
     from pydicom.valuerep import format_number_as_ds
 
     return format_number_as_ds(float(value))
-
-
-# Binary VRs whose bytes are stored in the file's byte order: VR -> item size.
-_SWAP_VRS = {"OW": 2, "OF": 4, "OL": 4, "OD": 8, "OV": 8}
-
-
-def _binary_values_to_little_endian(ds) -> None:
-    """Byte-swap binary values of a dataset read from a big-endian file (pydicom does
-    not, PS3.5 retired big endian in 2006); UN values, whose layout is unknown, are
-    dropped rather than written with the wrong byte order."""
-    unknown = []
-
-    def visit(dataset, elem) -> None:
-        size = _SWAP_VRS.get(elem.VR)
-        if size and isinstance(elem.value, bytes) and len(elem.value) % size == 0:
-            elem.value = np.frombuffer(elem.value, f">u{size}").astype(f"<u{size}").tobytes()
-        elif elem.VR == "UN":
-            unknown.append((dataset, elem.tag))
-
-    ds.walk(visit)
-    for dataset, tag in unknown:
-        del dataset[tag]
 
 
 def _file_names(meta: DicomMeta) -> list[str]:

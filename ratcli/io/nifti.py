@@ -10,32 +10,39 @@ this also keeps denoised CT/PET values exactly). 3-component uint8 vectors are R
 
 from __future__ import annotations
 
+import gzip
 import os
+import zlib
 from pathlib import Path
 
 import numpy as np
 
-from ratcli.errors import InputFormatError, UsageError
+from ratcli.errors import InputFormatError, OutputNotWritableError, UsageError
 from ratcli.io.atomic import atomic_output
+from ratcli.io.checks import check_length, check_pixels
+from ratcli.io.formats import Format
 from ratcli.io.image import Domain, Image
-from ratcli.io.nifti_header import copy_geometry, count_nonfinite, read_header
+from ratcli.io.nifti_header import COMPLEX_TYPES, copy_geometry, read_header, scan_voxels
 from ratcli.io.provenance import describe_provenance
 
-__all__ = ["read_nifti", "write_nifti"]
+__all__ = ["read_nifti", "write_nifti", "FORMAT"]
 
 # ITK writes this metadata key into the 80-character NIfTI `descrip` field.
 _DESCRIP_KEY = "ITK_FileNotes"
 
 
-def read_nifti(path: str | Path) -> Image:
+def read_nifti(path: str | Path, *, max_pixels: int | None = None) -> Image:
     """Read a 2D or 3D NIfTI file.
 
+    max_pixels: voxel limit checked on the header before reading (None: RAT_MAX_PIXELS
+    or `checks.DEFAULT_MAX_PIXELS`; 0: no limit), ImageTooLargeError above it.
     Returns Image with array (Z, Y, X) float32 (Z = 1 for 2D) or (Z, Y, X, 3) uint8,
     spacing/origin/direction from the header (a 2D image gets z spacing 1, origin z 0,
     and its 2x2 direction embedded in a 3x3 identity), and meta["nifti_ndim"] = 2 or 3
     so the writer gives back the same dimensionality.
-    Raises InputFormatError for unreadable files, 4D+ images, non-RGB vector pixels,
-    and NaN or infinite voxels (named with their count).
+    Raises InputFormatError for unreadable files, voxel data shorter than the header
+    says (a cut-short .nii, a truncated or corrupt .nii.gz), complex voxels, 4D+
+    images, non-RGB vector pixels, and NaN or infinite voxels (named with their count).
     """
     import SimpleITK as sitk
 
@@ -43,6 +50,20 @@ def read_nifti(path: str | Path) -> Image:
     header = read_header(p)
     if header is None:
         raise InputFormatError(f"{p}: not a NIfTI file (no valid NIfTI header)")
+    if header.datatype in COMPLEX_TYPES:
+        raise InputFormatError(f"{p}: complex-valued NIfTI ({COMPLEX_TYPES[header.datatype]}) "
+                               "is not a restorable image; save its magnitude as real values")
+    check_pixels(p, header.shape[::-1], max_pixels)
+    # Before ITK reads it: ITK fills missing voxels with 0 and drops NaN/inf.
+    try:
+        present, bad = scan_voxels(p, header)
+    except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
+        reason = " ".join(str(exc).split()) or exc.__class__.__name__
+        raise InputFormatError(f"{p}: truncated or corrupt compressed NIfTI ({reason})") from None
+    except OSError as exc:
+        raise InputFormatError(f"{p}: cannot read ({exc.strerror or exc})") from None
+    if header.data_bytes is not None:
+        check_length(p, have=present, need=header.data_bytes, what="voxel data")
     try:
         img = sitk.ReadImage(str(p))
     except RuntimeError as exc:
@@ -60,7 +81,7 @@ def read_nifti(path: str | Path) -> Image:
         domain = Domain.GREY
         arr = arr.astype(np.float32, copy=False)
         # Counted from the raw bytes: ITK < 6 turns NaN/inf into 0 while reading.
-        bad = count_nonfinite(p, header) or int(np.count_nonzero(~np.isfinite(arr)))
+        bad = bad or int(np.count_nonzero(~np.isfinite(arr)))
         if bad:
             raise InputFormatError(f"{p}: {bad} voxels are NaN or infinite")
     else:
@@ -120,18 +141,54 @@ def write_nifti(
     img.SetMetaData(_DESCRIP_KEY, describe_provenance(provenance, limit=79))
     inputs = [image.source] if image.source else []
     header = _source_header(image)
-    with atomic_output(out, overwrite=overwrite, inputs=inputs) as tmp:
-        if header is None:
-            sitk.WriteImage(img, str(tmp), useCompression=out.name.lower().endswith(".gz"))
-            return out
-        raw = tmp.with_name(tmp.name + ".raw.nii")
-        try:
-            sitk.WriteImage(img, str(raw), useCompression=False)
-            os.replace(copy_geometry(header, raw, out.name), tmp)
-        finally:
-            raw.unlink(missing_ok=True)
-            raw.with_name(raw.name + ".gz").unlink(missing_ok=True)
+    try:
+        with atomic_output(out, overwrite=overwrite, inputs=inputs) as tmp:
+            gz = out.name.lower().endswith(".gz")
+            if not gz or header is not None:  # an uncompressed file is written first
+                _check_free_space(out, 352 + data.size * (1 if image.is_rgb else 4))
+            if header is None:
+                sitk.WriteImage(img, str(tmp), useCompression=gz)
+                _check_complete(tmp, out)
+                return out
+            raw = tmp.with_name(tmp.name + ".raw.nii")
+            try:
+                sitk.WriteImage(img, str(raw), useCompression=False)
+                _check_complete(raw, out)
+                os.replace(copy_geometry(header, raw, out.name), tmp)
+            finally:
+                raw.unlink(missing_ok=True)
+                raw.with_name(raw.name + ".gz").unlink(missing_ok=True)
+    except RuntimeError as exc:
+        # ITK reports a failed write (disk full, quota) as RuntimeError; the temp is gone.
+        raise OutputNotWritableError(f"{out}: cannot write ({_itk_reason(exc)})") from None
     return out
+
+
+def _check_free_space(out: Path, need: int) -> None:
+    """Refuse before writing when the folder has less free space than the data needs
+    (ITK's NIfTI writer only prints a short write to stderr)."""
+    import shutil
+
+    try:
+        free = shutil.disk_usage(out.parent).free
+    except OSError:
+        return
+    if free < need:
+        raise OutputNotWritableError(f"{out}: cannot write: No space left on device "
+                                     f"({need / 1e6:.1f} MB needed, {free / 1e6:.1f} MB free)")
+
+
+def _check_complete(written: Path, out: Path) -> None:
+    """OutputNotWritableError unless `written` holds all the voxels its header promises:
+    ITK reports a short write (disk full, quota) on stderr and then returns normally."""
+    header = read_header(written)
+    try:
+        present = scan_voxels(written, header, nonfinite=False)[0] if header else -1
+    except (EOFError, zlib.error, OSError):
+        present = -1
+    if header is None or header.data_bytes is None or present < header.data_bytes:
+        raise OutputNotWritableError(f"{out}: cannot write: the file came out incomplete "
+                                     "(disk full or over quota?)")
 
 
 def _source_header(image: Image):
@@ -162,3 +219,17 @@ def _itk_reason(exc: RuntimeError) -> str:
     """The useful last line of an ITK exception (they span many lines)."""
     lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
     return lines[-1][:200] if lines else "unknown error"
+
+
+# This format's entry in the table of formats (ratcli.io.formats).
+FORMAT = Format(
+    name="nifti",
+    kind="nifti",
+    label="NIfTI",
+    suffixes=(".nii.gz", ".nii"),
+    read=lambda source: read_nifti(source.path),
+    write=write_nifti,
+    output_suffix=lambda source: ".nii.gz" if source.path.name.lower().endswith(".gz")
+    else ".nii",
+    writes=(".nii", ".nii.gz"),
+)

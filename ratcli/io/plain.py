@@ -11,16 +11,20 @@ A TIFF resolution in cm/mm/µm becomes the pixel spacing in mm and is written ba
 
 from __future__ import annotations
 
+import threading
+import warnings
 from pathlib import Path
 
 import numpy as np
 
 from ratcli.errors import InputFormatError, UsageError
 from ratcli.io.atomic import atomic_output
+from ratcli.io.checks import check_length, check_pixels
+from ratcli.io.formats import Format
 from ratcli.io.image import Domain, Image
 from ratcli.io.provenance import describe_provenance
 
-__all__ = ["read_plain", "write_plain"]
+__all__ = ["read_plain", "write_plain", "FORMAT"]
 
 _TIFF = (".tif", ".tiff")
 _PNG = (".png",)
@@ -28,22 +32,27 @@ _PIL_READ = (".png", ".jpg", ".jpeg")
 # Pillow modes that convert losslessly to the layout we keep.
 _PIL_TO_GREY = {"1": "L", "LA": "L", "L": "L", "I;16": None, "I;16B": None, "I": None, "F": None}
 _PIL_TO_RGB = {"RGB": "RGB", "RGBA": "RGB", "P": "RGB", "PA": "RGB", "CMYK": "RGB", "YCbCr": "RGB"}
+# Pillow's own bomb guard is a module global; it is switched off (under this lock) while
+# a file is opened, because rat's pixel limit, checked right after, replaces it.
+_PIL_GUARD = threading.Lock()
 
 
-def read_plain(path: str | Path) -> Image:
+def read_plain(path: str | Path, *, max_pixels: int | None = None) -> Image:
     """Read a PNG, JPEG or (non-tiled, small) TIFF.
 
+    max_pixels: pixel limit (all pages together) checked on the header before decoding
+    (None: RAT_MAX_PIXELS or `checks.DEFAULT_MAX_PIXELS`; 0: no limit).
     Returns Image with array (Z, Y, X) float32 (Z = pages of a multi-page TIFF) or
     (Z, Y, X, 3) uint8; spacing from a TIFF metric resolution, else 1 mm.
-    Raises InputFormatError naming the file for corrupt or unsupported images
-    (e.g. 16-bit colour, more than 3 dimensions).
+    Raises InputFormatError naming the file for corrupt, truncated or unsupported
+    images (e.g. 16-bit colour, more than 3 dimensions); ImageTooLargeError over the limit.
     """
     p = Path(path)
     suffix = p.suffix.lower()
     if suffix in _TIFF:
-        arr, axes, spacing_yx = _read_tiff(p)
+        arr, axes, spacing_yx = _read_tiff(p, max_pixels)
     elif suffix in _PIL_READ:
-        arr, axes, spacing_yx = _read_pil(p), None, None
+        arr, axes, spacing_yx = _read_pil(p, max_pixels), None, None
     else:
         raise InputFormatError(f"{p}: not a PNG, JPEG or TIFF file")
     rgb = arr.ndim >= 3 and arr.shape[-1] in (3, 4) and (axes is None or axes.endswith("S"))
@@ -107,16 +116,23 @@ def write_plain(
     return out
 
 
-def _read_tiff(p: Path) -> tuple[np.ndarray, str, tuple[float, float] | None]:
+def _read_tiff(p: Path, max_pixels: int | None
+               ) -> tuple[np.ndarray, str, tuple[float, float] | None]:
     import tifffile
 
     try:
         with tifffile.TiffFile(p) as tif:
             series = tif.series[0]
-            arr = series.asarray()
             axes = series.axes
+            check_pixels(p, [n for n, a in zip(series.shape, axes, strict=True) if a != "S"],
+                         max_pixels)
+            check_length(p, have=tif.filehandle.size, need=_tiff_data_end(series),
+                         what="the file")
+            arr = series.asarray()
             page = tif.pages.first
             spacing = _tiff_spacing_mm(page)
+    except InputFormatError:
+        raise
     except Exception as exc:
         reason = " ".join(str(exc).split())[:200] or exc.__class__.__name__
         raise InputFormatError(f"{p}: corrupt or unreadable TIFF ({reason})") from None
@@ -126,6 +142,18 @@ def _read_tiff(p: Path) -> tuple[np.ndarray, str, tuple[float, float] | None]:
     elif arr.ndim > 3:
         arr = arr.reshape(-1, *arr.shape[-2:])
     return arr, axes, spacing
+
+
+def _tiff_data_end(series) -> int:
+    """Byte offset just past the last strip or tile the series' headers point to."""
+    end = 0
+    if series.dataoffset is not None:
+        end = series.dataoffset + series.nbytes  # contiguous data (tifffile-written)
+    for page in series.pages:
+        if page is not None and hasattr(page, "dataoffsets"):
+            end = max(end, *(o + c for o, c in zip(page.dataoffsets, page.databytecounts,
+                                                   strict=True)), 0)
+    return end
 
 
 def _tiff_spacing_mm(page) -> tuple[float, float] | None:
@@ -142,11 +170,20 @@ def _tiff_spacing_mm(page) -> tuple[float, float] | None:
     return 1.0 / ry, 1.0 / rx
 
 
-def _read_pil(p: Path) -> np.ndarray:
+def _read_pil(p: Path, max_pixels: int | None) -> np.ndarray:
     from PIL import Image as PILImage
 
     try:
-        with PILImage.open(p) as im:
+        with _PIL_GUARD, warnings.catch_warnings():
+            warnings.simplefilter("ignore", PILImage.DecompressionBombWarning)
+            saved, PILImage.MAX_IMAGE_PIXELS = PILImage.MAX_IMAGE_PIXELS, None
+            try:
+                im = PILImage.open(p)  # reads the header only
+            finally:
+                PILImage.MAX_IMAGE_PIXELS = saved
+        with im:
+            width, height = im.size
+            check_pixels(p, (height, width), max_pixels)
             im.load()
             mode = im.mode
             if mode in _PIL_TO_RGB:
@@ -161,7 +198,8 @@ def _read_pil(p: Path) -> np.ndarray:
         raise
     except Exception as exc:
         reason = " ".join(str(exc).split())[:200] or exc.__class__.__name__
-        raise InputFormatError(f"{p}: corrupt or unreadable image ({reason})") from None
+        what = "truncated" if "truncat" in reason.lower() else "corrupt or unreadable"
+        raise InputFormatError(f"{p}: {what} image ({reason})") from None
     if arr.dtype == np.int32 and arr.size and arr.min() >= 0 and arr.max() <= 65535:
         arr = arr.astype(np.uint16)  # Pillow's "I" mode for 16-bit PNGs
     return arr
@@ -207,3 +245,16 @@ def _write_tiff(image: Image, data: np.ndarray, tmp: Path, *, software: str) -> 
         metadata=None,
         **kwargs,
     )
+
+
+# This format's entry in the table of formats (ratcli.io.formats).
+FORMAT = Format(
+    name="plain",
+    kind="image",
+    label="PNG/TIFF/JPEG",
+    suffixes=(".png", ".tif", ".tiff", ".jpg", ".jpeg"),
+    read=lambda source: read_plain(source.path),
+    write=write_plain,
+    output_suffix=lambda source: ".tif" if source.path.suffix.lower() in _TIFF else ".png",
+    writes=_PNG + _TIFF,
+)

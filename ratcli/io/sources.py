@@ -13,10 +13,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ratcli.errors import InputFormatError, InputNotFoundError
+from ratcli.io import formats
+from ratcli.io.atomic import is_temp_name
+from ratcli.io.dicom_header import DicomHeader, read_header
 
 __all__ = [
     "Source",
+    "Skipped",
     "find_inputs",
+    "scan_inputs",
+    "group_dicom_files",
     "is_dicom_file",
     "is_slide",
     "output_suffix_for",
@@ -24,10 +30,7 @@ __all__ = [
     "SLIDE_SUFFIXES",
 ]
 
-SLIDE_SUFFIXES = frozenset({".svs", ".ndpi", ".mrxs", ".scn", ".vms", ".bif"})
-NIFTI_SUFFIXES = (".nii.gz", ".nii")
-IMAGE_SUFFIXES = frozenset({".png", ".tif", ".tiff", ".jpg", ".jpeg"})
-DICOM_SUFFIXES = frozenset({".dcm", ".dicom", ".ima"})
+SLIDE_SUFFIXES = frozenset(formats.format_of_kind("slide").suffixes)
 # A .tif/.tiff is a slide when tiled and either this large or multi-resolution.
 SLIDE_MIN_EDGE = 4096
 
@@ -44,6 +47,7 @@ class Source:
         searched root (a file or series passed directly -> its own name); a series
         sharing its folder with other outputs gets a series-specific suffix.
     series_uid: SeriesInstanceUID for DICOM sources (None when the header is unreadable).
+    modality: DICOM Modality for DICOM sources ("OT" when absent; None otherwise).
     """
 
     path: Path
@@ -51,54 +55,91 @@ class Source:
     kind: str
     rel: Path
     series_uid: str | None = None
+    modality: str | None = None
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """An object found among the inputs that is not a restorable image (a localizer, a
+    dose report, a secondary capture, rat's own temp file, ...) and why."""
+
+    path: Path
+    reason: str
 
 
 def find_inputs(path: str | Path) -> list[Source]:
     """All restorable inputs at `path` (a file, or a folder searched recursively).
 
-    Hidden files and folders (name starting with '.') and files that are not images
-    (by suffix, and no DICM preamble) are skipped, as are DICOM objects that hold no
-    image (no Rows: structured reports, RT structures, DICOMDIR, ...). A `.dcm` file
-    without a readable header is still returned (as its own source) so reading it
+    Hidden files and folders (name starting with '.', rat's temp files included), files
+    that are not images (by suffix, and no DICM preamble), DICOMDIR index files and DICOM
+    objects that are not restorable images (see `scan_inputs`) are left out. A `.dcm`
+    file without a readable header is still returned (as its own source) so reading it
     reports the problem.
-    Raises InputNotFoundError for a missing path, or a folder with nothing readable,
-    and InputFormatError for a single file of an unsupported type.
+    Raises InputNotFoundError for a missing path, or one with nothing restorable, and
+    InputFormatError for a single file of an unsupported type.
     Returns sources sorted by `rel`.
+    """
+    root = Path(path)
+    sources, skipped = scan_inputs(root)
+    if not sources:
+        raise InputNotFoundError(
+            f"{root}: no restorable images found; skipped {len(skipped)} object(s), e.g. "
+            f"{skipped[0].path.name}: {skipped[0].reason}"
+        )
+    return sources
+
+
+def scan_inputs(path: str | Path) -> tuple[list[Source], list[Skipped]]:
+    """(sources sorted by `rel`, skipped objects) at `path`, a file or a folder tree.
+
+    Skipped, with the reason: rat's temp files given by name; DICOM objects that are not
+    restorable cross-sections (no pixel rows: structured/dose reports, presentation
+    states, RT structures, key objects; secondary captures and screen saves; localizer
+    (scout) images; RT dose grids and portal images).
+    Raises InputNotFoundError for a missing path or a folder with nothing of either
+    kind, InputFormatError for a single file of an unsupported type.
     """
     root = Path(path)
     if not root.exists():
         raise InputNotFoundError(f"{root}: no such file or folder")
     if root.is_file():
+        if is_temp_name(root):
+            return [], [Skipped(root, "a temp file of an interrupted rat run")]
         kind = _kind_of(root)
         if kind is None:
             raise InputFormatError(
                 f"{root}: not a supported image (DICOM, NIfTI, PNG/TIFF/JPEG, whole-slide)"
             )
         if kind == "dicom":
-            return [Source(root, (root,), "dicom", Path(root.name), _series_uid(root))]
-        return [Source(root, (root,), kind, Path(root.name))]
+            return group_dicom_files([root])
+        return [Source(root, (root,), kind, Path(root.name))], []
 
-    files = _walk(root)
     sources: list[Source] = []
     dicom: list[Path] = []
-    for f in files:
+    for f in _walk(root):
         kind = _kind_of(f)
         if kind == "dicom":
             dicom.append(f)
         elif kind is not None:
             sources.append(Source(f, (f,), kind, _rel(f, root)))
-    series, not_images = _group_series(dicom, root, taken={s.rel for s in sources})
+    series, skipped = _group_series(dicom, root, taken={s.rel for s in sources})
     sources.extend(series)
-    if not sources:
-        skipped = ""
-        if not_images:
-            skipped = (f"; skipped {len(not_images)} DICOM file(s) without an image, "
-                       f"e.g. {_rel(not_images[0], root)}")
+    if not sources and not skipped:
         raise InputNotFoundError(
             f"{root}: no readable images found (DICOM, NIfTI, PNG/TIFF/JPEG, whole-slide)"
-            f"{skipped}"
         )
-    return sorted(sources, key=lambda s: str(s.rel))
+    return sorted(sources, key=lambda s: str(s.rel)), skipped
+
+
+def group_dicom_files(files: list[Path]) -> tuple[list[Source], list[Skipped]]:
+    """DICOM files given one by one (arguments, stdin lines) -> one Source per series
+    (SeriesInstanceUID), however they were passed, plus the skipped non-image objects.
+
+    A series of one file is that file (rel: its name); a larger one is the folder that
+    holds its files (rel: the folder's name, with a series suffix when two series would
+    share it, see _group_series).
+    """
+    return _group_series(files, None, taken=set())
 
 
 def is_dicom_file(path: str | Path) -> bool:
@@ -144,13 +185,7 @@ def output_suffix_for(source: Source) -> str:
     """Suffix of the output for `source`: '' for a DICOM series folder, '.dcm' for a
     single DICOM file (one slice or multi-frame), the input's own NIfTI suffix, '.png'
     for PNG/JPEG, '.tif' for TIFF and whole-slide inputs."""
-    if source.kind == "dicom":
-        return ".dcm" if source.path.is_file() else ""
-    if source.kind == "nifti":
-        return ".nii.gz" if source.path.name.lower().endswith(".gz") else ".nii"
-    if source.kind == "slide":
-        return ".tif"
-    return ".tif" if source.path.suffix.lower() in (".tif", ".tiff") else ".png"
+    return formats.output_suffix_for(source)
 
 
 def output_path_for(source: Source, out_root: str | Path) -> Path:
@@ -162,11 +197,8 @@ def output_path_for(source: Source, out_root: str | Path) -> Path:
     elif source.kind == "dicom" and not source.path.is_file():
         stem = name  # a series folder: no suffix to strip (folder names may hold dots)
     else:
-        stem = rel.stem if rel.suffix.lower() in _KNOWN_SUFFIXES else name
+        stem = rel.stem if rel.suffix.lower() in formats.input_suffixes() else name
     return Path(out_root) / rel.parent / f"{stem}{output_suffix_for(source)}"
-
-
-_KNOWN_SUFFIXES = SLIDE_SUFFIXES | IMAGE_SUFFIXES | DICOM_SUFFIXES | {".nii"}
 
 
 def _walk(root: Path) -> list[Path]:
@@ -175,8 +207,8 @@ def _walk(root: Path) -> list[Path]:
     for p in sorted(root.rglob("*")):
         rel_parts = p.relative_to(root).parts
         if any(part.startswith(".") for part in rel_parts):
-            continue
-        if p.is_file():
+            continue  # hidden, rat's own .rat-tmp-* temp outputs included
+        if p.is_file() and p.name.upper() != "DICOMDIR":  # the index of a DICOM medium
             out.append(p)
     # A .vms slide index lists JPEG files beside it; they are part of the slide.
     vms_dirs = {p.parent for p in out if p.suffix.lower() == ".vms"}
@@ -184,95 +216,75 @@ def _walk(root: Path) -> list[Path]:
 
 
 def _kind_of(p: Path) -> str | None:
-    name = p.name.lower()
-    suffix = p.suffix.lower()
-    if name.endswith(NIFTI_SUFFIXES):
-        return "nifti"
-    if suffix in SLIDE_SUFFIXES:
-        return "slide"
-    if suffix in IMAGE_SUFFIXES:
-        return "slide" if is_slide(p) else "image"
-    if suffix in DICOM_SUFFIXES or is_dicom_file(p):
-        return "dicom"
-    return None
+    fmt = formats.format_for(p)
+    return None if fmt is None else fmt.kind
 
 
 def _rel(p: Path, root: Path) -> Path:
     return p.relative_to(root)
 
 
-def _series_uid(f: Path) -> str | None:
-    return _series_header(f)[0]
-
-
-def _series_header(f: Path) -> tuple[str | None, str | None, bool]:
-    """(SeriesInstanceUID, SeriesNumber, is_image) from the header; (None, None, True)
-    if unreadable (so reading it reports the problem)."""
-    import pydicom
-
-    try:
-        ds = pydicom.dcmread(
-            f, stop_before_pixels=True,
-            specific_tags=["SeriesInstanceUID", "SeriesNumber", "Rows"],
-        )
-    except Exception:
-        return None, None, True
-    uid, number = ds.get("SeriesInstanceUID"), ds.get("SeriesNumber")
-    return (
-        str(uid) if uid else None,
-        None if number in (None, "") else str(number),
-        "Rows" in ds,
-    )
-
-
 def _group_series(
-    files: list[Path], root: Path, *, taken: set[Path]
-) -> tuple[list[Source], list[Path]]:
-    """DICOM files -> (one Source per SeriesInstanceUID, files skipped as non-images).
+    files: list[Path], root: Path | None, *, taken: set[Path]
+) -> tuple[list[Source], list[Skipped]]:
+    """DICOM files -> (one Source per SeriesInstanceUID, skipped non-image objects).
     Files with unreadable headers become Sources of their own.
 
     A series of one file is that file; a larger one is the folder that holds all its
-    files. When several outputs would share that folder name, each series gets a
-    suffix `_s<SeriesNumber>` (or `_<uid hash>` when numbers clash or are missing).
+    files. rel: relative to `root`, or (root None: files passed one by one) the file's
+    or folder's own name. When several outputs would share a series' rel, each series
+    gets a suffix `_s<SeriesNumber>` (or `_<uid hash>` when numbers clash or are missing).
     """
     by_uid: dict[str, list[Path]] = defaultdict(list)
-    number_of: dict[str, str | None] = {}
+    header_of: dict[str, DicomHeader] = {}
     singles: list[Source] = []
-    not_images: list[Path] = []
-    for f in files:
-        uid, number, is_image = _series_header(f)
-        if not is_image:
-            not_images.append(f)
-        elif uid is None:
-            singles.append(Source(f, (f,), "dicom", _rel(f, root)))
-        else:
-            by_uid[uid].append(f)
-            number_of.setdefault(uid, number)
+    skipped: list[Skipped] = []
 
-    series: list[tuple[str, list[Path], Path]] = []
+    def single(f: Path, uid: str | None, modality: str) -> Source:
+        return Source(f, (f,), "dicom", Path(f.name) if root is None else _rel(f, root),
+                      uid, modality)
+
+    for f in files:
+        h = read_header(f)
+        if h.skip:
+            skipped.append(Skipped(f, h.skip))
+        elif h.uid is None:
+            singles.append(single(f, None, h.modality))
+        else:
+            by_uid[h.uid].append(f)
+            header_of.setdefault(h.uid, h)
+
+    bases: dict[Path, list[tuple[str, list[Path], Path]]] = defaultdict(list)
     for uid, group in by_uid.items():
         if len(group) == 1:
-            singles.append(Source(group[0], (group[0],), "dicom", _rel(group[0], root), uid))
-        else:
-            series.append((uid, group, _common_folder(group)))
-
-    folders = defaultdict(list)
-    for uid, group, folder in series:
-        folders[folder].append((uid, group))
+            singles.append(single(group[0], uid, header_of[uid].modality))
+            continue
+        folder = _common_folder(group)
+        base = (Path(_folder_name(folder)) if root is None or folder == root
+                else _rel(folder, root))
+        bases[base].append((uid, group, folder))
     other_rels = taken | {s.rel for s in singles}
     out = list(singles)
-    for folder, members in folders.items():
-        base = _rel(folder, root) if folder != root else Path(root.resolve().name)
+    for base, members in bases.items():
         shared = len(members) > 1 or any(_is_within(r, base) for r in other_rels)
-        numbers = [number_of[uid] for uid, _ in members]
+        numbers = [header_of[uid].number for uid, _, _ in members]
         unique = None not in numbers and len(set(numbers)) == len(numbers)
-        for (uid, group), number in zip(members, numbers, strict=True):
+        for (uid, group, folder), number in zip(members, numbers, strict=True):
             rel = base
             if shared:
-                tag = f"s{number}" if unique else hashlib.sha1(uid.encode()).hexdigest()[:8]
-                rel = base.with_name(f"{base.name}_{tag}")
-            out.append(Source(folder, tuple(group), "dicom", rel, uid))
-    return out, not_images
+                rel = base.with_name(f"{base.name}_{_tag(uid, number if unique else None)}")
+            out.append(Source(folder, tuple(group), "dicom", rel, uid,
+                              header_of[uid].modality))
+    return out, skipped
+
+
+def _tag(uid: str, number: str | None) -> str:
+    """Series-specific name suffix: s<SeriesNumber>, else a short hash of the UID."""
+    return f"s{number}" if number is not None else hashlib.sha1(uid.encode()).hexdigest()[:8]
+
+
+def _folder_name(folder: Path) -> str:
+    return folder.name or folder.resolve().name
 
 
 def _common_folder(files: list[Path]) -> Path:

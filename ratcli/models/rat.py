@@ -9,7 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ratcli.models.blocks import NAFBlock, RATLayer
+from ratcli.models.attention import RegionPlan
+from ratcli.models.blocks import NAFBlock, RATLayer, from_windows, to_windows
 
 __all__ = ["RATConfig", "RegionAttentionTransformer", "build_rat", "pad_to_multiple"]
 
@@ -41,17 +42,20 @@ class RATConfig:
 class RATGroup(nn.Module):
     """`depth` RAT layers then a conv3x3, with a residual around the group."""
 
-    def __init__(self, dim: int, depth: int, **layer_kwargs) -> None:
+    def __init__(self, dim: int, depth: int, window: int = 4, **layer_kwargs) -> None:
         super().__init__()
-        self.layers = nn.ModuleList(RATLayer(dim, **layer_kwargs) for _ in range(depth))
+        self.window = window
+        self.layers = nn.ModuleList(RATLayer(dim, window=window, **layer_kwargs)
+                                    for _ in range(depth))
         self.conv = nn.Conv2d(dim, dim, 3, padding=1)
 
-    def forward(self, x: torch.Tensor, regions: torch.Tensor) -> torch.Tensor:
-        """x: (B, C, H, W); regions: (B, H, W)."""
-        y = x.permute(0, 2, 3, 1)  # (B, H, W, C)
+    def forward(self, x: torch.Tensor, plan: RegionPlan | None) -> torch.Tensor:
+        """x: (B, C, H, W), H and W multiples of the window; plan: grouping of its tokens
+        in window order (None without region attention)."""
+        y = to_windows(x, self.window)  # (B*H*W, C)
         for layer in self.layers:
-            y = layer(y, regions)
-        return x + self.conv(y.permute(0, 3, 1, 2))
+            y = layer(y, plan)
+        return x + self.conv(from_windows(y, x.shape, self.window))
 
 
 class RegionAttentionTransformer(nn.Module):
@@ -73,7 +77,8 @@ class RegionAttentionTransformer(nn.Module):
     large offset that the per-pixel layer norms wash out, and the model leaves it alone.
     """
 
-    multiple = 16  # two stride-2 downsamplings, then 4x4 windows
+    multiple = 16  # two stride-2 downsamplings, then 4x4 windows (4 * window in general)
+    big_region = 64  # R-MSA: regions with more tokens get their own attention call
 
     def __init__(
         self,
@@ -103,6 +108,9 @@ class RegionAttentionTransformer(nn.Module):
         if scale not in (1, 2, 4):
             raise ValueError(f"scale must be 1, 2 or 4, got {scale}")
         self.scale = scale
+        self.window = window
+        self.multiple = 4 * window
+        self.region_attn = region_attn
         self.in_channels, self.out_channels = in_channels, out_channels
         c1, c2, c4 = width, 2 * width, 4 * width
         self.stem = nn.Conv2d(in_channels * (2 if input_detail else 1), c1, 3, padding=1)
@@ -142,16 +150,19 @@ class RegionAttentionTransformer(nn.Module):
         if self.input_detail:
             mean = F.avg_pool2d(F.pad(xp, (2, 2, 2, 2), mode="reflect"), 5, stride=1)
             sp = torch.cat([xp, (xp - mean) * (self.input_detail / self.input_gain)], dim=1)
-        rp = pad_to_multiple(regions, self.multiple)
-        # nearest-neighbour to H/4: the centre-ish pixel of each 4x4 block
-        r4 = rp[:, 2::4, 2::4]
+        plan = None
+        if self.region_attn:
+            # nearest-neighbour to H/4: the centre-ish pixel of each 4x4 block
+            r4 = pad_to_multiple(regions, self.multiple)[:, 2::4, 2::4]
+            plan = RegionPlan.build(to_windows(r4, self.window), big=self.big_region)
+        sp = sp.contiguous(memory_format=torch.channels_last)  # every conv runs channels-last
 
         e1 = self.enc1(self.stem(sp))  # (B, c1, H, W)
         e2 = self.enc2(self.down1(e1))  # (B, c2, H/2, W/2)
         b = self.down2(e2)  # (B, c4, H/4, W/4)
         y = b
         for group in self.groups:
-            y = group(y, r4)
+            y = group(y, plan)
         y = y + b
         d2 = self.dec2(self.up2(y) + e2)
         d1 = self.dec1(self.up1(d2) + e1)

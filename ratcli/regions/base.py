@@ -30,11 +30,13 @@ class Partitioner:
     RGB. `name` and `settings` identify the method and every setting that changes its
     output (the region cache keys on them). `fallback` is None, or a one-line reason
     when `make_partitioner("auto")` had to choose the classical method instead of SAM
-    (the CLI prints it as a warning; the library never prints).
+    (the CLI prints it as a warning; the library never prints). `one_region` is True
+    when every slice is one region, so callers can skip partitioning altogether.
     """
 
     name: str = "base"
     fallback: str | None = None
+    one_region: bool = False
 
     @property
     def settings(self) -> dict:
@@ -60,6 +62,7 @@ class NonePartitioner(Partitioner):
     """One region per slice: region attention becomes global attention."""
 
     name = "none"
+    one_region = True
 
     def _partition(self, slice2d: np.ndarray) -> np.ndarray:
         return np.zeros(slice2d.shape[:2], dtype=np.int32)

@@ -5,6 +5,11 @@ Key: sha256 of the slice as the partitioner sees it (windowed to uint8, see
 the key independent of the caller's intensity normalisation (HU or task-normalised
 [0, 1] give the same window), so `rat regions`, `train`, `evaluate` and inference share
 entries. Each entry is one compressed .npz, written to a temp file and renamed.
+
+The cache is an optimisation, never a reason to fail: a cache folder that cannot be
+written (read-only, a path that is a file, disk full) turns the cache off with a
+one-line `warning`, which `CachedPartitioner.fallback` passes on to the caller (the
+CLI prints it once). RAT_NO_CACHE=1 (or `enabled=False`) turns it off outright.
 """
 
 from __future__ import annotations
@@ -12,17 +17,26 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import tempfile
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
-from ratcli.io.atomic import atomic_output
+from ratcli.errors import OutputExistsError, OutputNotWritableError
+from ratcli.io.atomic import TEMP_PREFIX, atomic_output
 from ratcli.regions.base import Partitioner, check_slice, to_uint8
 
-__all__ = ["RegionCache", "CachedPartitioner", "default_cache_dir"]
+__all__ = ["RegionCache", "CachedPartitioner", "default_cache_dir", "cache_enabled",
+           "NO_CACHE_ENV"]
 
 KEY_VERSION = b"rat-regions/1"
+NO_CACHE_ENV = "RAT_NO_CACHE"
+
+
+def cache_enabled() -> bool:
+    """False when RAT_NO_CACHE is set to anything but "", "0", "false" or "no"."""
+    return os.environ.get(NO_CACHE_ENV, "").strip().lower() in ("", "0", "false", "no")
 
 
 def default_cache_dir() -> Path:
@@ -37,10 +51,21 @@ def default_cache_dir() -> Path:
 
 
 class RegionCache:
-    """Label maps stored as `<dir>/<key[:2]>/<key>.npz`."""
+    """Label maps stored as `<dir>/<key[:2]>/<key>.npz`.
 
-    def __init__(self, directory: str | Path | None = None) -> None:
+    directory: default RAT_CACHE, RAT_HOME/cache/regions or the user cache dir.
+    enabled: False: get() always misses and put() stores nothing; None: on unless
+        RAT_NO_CACHE is set. An unusable folder is found here, with a test write, and
+        turns the cache off; `warning` then holds one line saying so (else None).
+    """
+
+    def __init__(self, directory: str | Path | None = None, *,
+                 enabled: bool | None = None) -> None:
         self.directory = Path(directory) if directory is not None else default_cache_dir()
+        self.enabled = cache_enabled() if enabled is None else enabled
+        self.warning: str | None = None
+        if self.enabled:
+            self._probe()
 
     @staticmethod
     def key(u8: np.ndarray, name: str, settings: dict) -> str:
@@ -58,6 +83,8 @@ class RegionCache:
 
     def get(self, key: str) -> np.ndarray | None:
         """The stored (H, W) int32 labels, or None (absent or unreadable: recomputed)."""
+        if not self.enabled:
+            return None
         path = self.path(key)
         try:
             with np.load(path, allow_pickle=False) as f:
@@ -66,9 +93,35 @@ class RegionCache:
             return None
 
     def put(self, key: str, labels: np.ndarray) -> None:
-        # overwrite: another process may have stored the same entry meanwhile
-        with atomic_output(self.path(key), overwrite=True) as tmp, open(tmp, "wb") as f:
-            np.savez_compressed(f, labels=labels.astype(np.int32, copy=False))
+        """Store labels; a failed write turns the cache off (see `warning`), never raises."""
+        if not self.enabled:
+            return
+        try:
+            # overwrite: another process may have stored the same entry meanwhile
+            with atomic_output(self.path(key), overwrite=True) as tmp, open(tmp, "wb") as f:
+                np.savez_compressed(f, labels=labels.astype(np.int32, copy=False))
+        except (OSError, OutputNotWritableError, OutputExistsError) as exc:
+            self._disable(exc)
+
+    def _probe(self) -> None:
+        """Create the folder and write (then delete) a file in it, or turn the cache off."""
+        if self.directory.exists() and not self.directory.is_dir():
+            self._disable(NotADirectoryError(0, "it is a file, not a folder"))
+            return
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=self.directory, prefix=TEMP_PREFIX + "probe-"):
+                pass
+        except OSError as exc:
+            self._disable(exc)
+
+    def _disable(self, exc: Exception) -> None:
+        self.enabled = False
+        if self.warning is None:
+            why = getattr(exc, "strerror", None) or str(exc).split(": ", 1)[-1]
+            self.warning = (f"{self.directory}: region cache folder is not usable ({why}); "
+                            f"going on without caching (set RAT_CACHE to a writable folder, "
+                            f"or {NO_CACHE_ENV}=1)")
 
 
 class CachedPartitioner(Partitioner):
@@ -81,9 +134,18 @@ class CachedPartitioner(Partitioner):
         self.inner = inner
         self.cache = cache
         self.name = inner.name
-        self.fallback = inner.fallback
         self.hits = 0
         self.misses = 0
+
+    @property
+    def fallback(self) -> str | None:  # type: ignore[override]
+        """The inner partitioner's fallback note and the cache's warning, as one line."""
+        notes = [n for n in (self.inner.fallback, self.cache.warning) if n]
+        return "; ".join(notes) or None
+
+    @fallback.setter
+    def fallback(self, value: str | None) -> None:
+        self.inner.fallback = value
 
     @property
     def settings(self) -> dict:

@@ -6,52 +6,42 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import asdict, dataclass
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from ratcli.errors import OutputExistsError, RatError, UsageError
+from ratcli.batch import Job, OnStart, OutputRule, Result, plan_batch, run_batch, set_threads
+from ratcli.errors import UsageError
 from ratcli.io import (
     Domain,
     Image,
     Source,
     atomic_output,
-    find_inputs,
     output_path_for,
     output_suffix_for,
+    output_suffixes,
     read,
     write,
 )
 from ratcli.regions.base import Partitioner
 from ratcli.regions.overlay import overlay_montage
-from ratcli.tasks import TASKS
+from ratcli.tasks import TASKS, task_for_modality
 
 __all__ = ["RegionsResult", "regions_many", "label_image", "LABEL_SUFFIXES"]
 
-LABEL_SUFFIXES = (".nii", ".nii.gz", ".png", ".tif", ".tiff")
-# Same choice as `rat denoise --task auto`, so both see the same normalised slices and
-# share region-cache entries.
-_TASK_BY_MODALITY = {"CT": "ct", "PT": "pet"}
+# suffixes a label map may be written as: writers that take any image
+LABEL_SUFFIXES = output_suffixes(any_image=True)
 
 
 @dataclass
-class RegionsResult:
-    """One input: paths written, status "ok"/"error", seconds, regions per slice
-    (min, median, max), and the one-line error (None when ok)."""
+class RegionsResult(Result):
+    """One input (see batch.Result) plus the overlay written and the regions per slice
+    (min, median, max)."""
 
-    input: str
-    output: str | None
-    overlay: str | None
-    status: str
-    seconds: float
+    overlay: str | None = None
     regions: tuple[int, int, int] | None = None
-    error: str | None = None
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def label_image(
@@ -59,15 +49,16 @@ def label_image(
 ) -> np.ndarray:
     """(Z, Y, X) int32 region labels for `image`.
 
-    task: normalisation applied first, as inference does ("auto": by modality, CT -> ct,
-    PT -> pet; "none": the raw array). RGB is partitioned as uint8. Slices larger than
-    `tile` on a side (whole slides) are partitioned tile by tile at the tile's scale,
-    labels offset so that no two tiles share one.
+    task: normalisation applied first, as inference does ("auto": the task of the
+    image's modality, CT -> ct, PT -> pet, as `rat denoise --task auto` picks it, so both
+    see the same slices and share region-cache entries; "none": the raw array). RGB is
+    partitioned as uint8. Slices larger than `tile` on a side (whole slides) are
+    partitioned tile by tile at the tile's scale, labels offset so that no two tiles
+    share one.
     """
     array = image.array
-    name = _TASK_BY_MODALITY.get(image.modality) if task == "auto" else task
-    if name not in (None, "none") and not image.is_rgb:
-        spec = TASKS[name]
+    spec = task_for_modality(image.modality) if task == "auto" else TASKS.get(task)
+    if spec is not None and not image.is_rgb:
         array = spec.normalize(array, spec.norm_params(array))
     if max(image.size_yx) <= tile:
         return partitioner.partition_volume(array)
@@ -84,70 +75,52 @@ def regions_many(
     tile: int = 2048,
     overwrite: bool = False,
     raise_errors: bool = False,
-    on_start: Callable[[Source, Path], None] | None = None,
+    on_start: OnStart | None = None,
+    max_pixels: int | None = None,
+    threads: int | None = None,
 ) -> Iterator[RegionsResult]:
     """Write a label map for every input below `inputs`; one RegionsResult per input.
 
     output: a folder mirroring the input tree (NIfTI for DICOM/NIfTI volumes, PNG/TIFF
         like the input for 2D images, TIFF for slides), or, for a single input, the
-        label file itself when it has one of LABEL_SUFFIXES.
+        label file itself when it has one of LABEL_SUFFIXES (naming as ratcli.batch).
     overlay: a PNG of region boundaries over the image (volumes: up to 9 slices side by
         side); a file for a single input, else a folder of `<name>.png`.
-    Problems with one input are recorded in its result (raise_errors re-raises them).
+    on_start, max_pixels, threads: as for ratcli.api.restore_many.
+    All outputs are planned and checked before any work (ratcli.batch); problems with
+    one input are recorded in its result (raise_errors re-raises them).
     """
-    inputs = [Path(p) for p in inputs]
-    if not inputs:
-        raise UsageError("no inputs given")
     if task not in ("auto", "none") and task not in TASKS:
         raise UsageError(f"--task {task}: choose auto, none or one of {', '.join(TASKS)}")
-    sources: list[Source] = []
-    errors: list[RegionsResult] = []
-    for item in inputs:
-        try:
-            sources += find_inputs(item)
-        except RatError as exc:
-            if raise_errors:
-                raise
-            errors.append(RegionsResult(str(item), None, None, "error", 0.0, error=str(exc)))
-    yield from errors
-    single = len(sources) == 1 and str(output).lower().endswith(LABEL_SUFFIXES)
-    for source in sources:
-        out = Path(output) if single else _label_path(source, output)
-        ov = None
-        if overlay is not None:
-            # <input file name>.png: unambiguous when a.png and a.tif sit side by side
-            ov = (Path(overlay) if len(sources) == 1
-                  else Path(overlay) / source.rel.parent / f"{source.rel.name}.png")
-        if on_start is not None:
-            on_start(source, out)
-        yield _run_one(source, out, ov, partitioner=partitioner, task=task, tile=tile,
-                       overwrite=overwrite, raise_errors=raise_errors)
+    set_threads(threads)
+    del max_pixels  # accepted for the CLI; io.read takes no limit yet (readers' default)
 
+    def overlays(source: Source, out: Path, count: int) -> tuple[Path, ...]:
+        if overlay is None:
+            return ()
+        # <input file name>.png: unambiguous when a.png and a.tif sit side by side
+        return (Path(overlay) if count == 1
+                else Path(overlay) / source.rel.parent / f"{source.rel.name}.png",)
 
-def _run_one(source: Source, out: Path, overlay_path: Path | None, *, partitioner: Partitioner,
-             task: str, tile: int, overwrite: bool, raise_errors: bool) -> RegionsResult:
-    start = time.perf_counter()
-    try:
-        for p in (out, overlay_path):
-            if p is not None and p.exists() and not overwrite:
-                raise OutputExistsError(f"{p}: output exists (use --overwrite to replace it)")
-        image = read(source)
+    rule = OutputRule(file_suffixes={"dicom": (".nii", ".nii.gz"), "nifti": (".nii", ".nii.gz"),
+                                     "image": LABEL_SUFFIXES, "slide": (".tif", ".tiff")},
+                      folder_path=_label_path, extras=overlays, series_into_folder=False)
+    plan = plan_batch(inputs, output, rule, overwrite=overwrite, raise_errors=raise_errors)
+
+    def work(job: Job, info: dict) -> None:
+        image = read(job.source)
         labels = label_image(image, partitioner, task=task, tile=tile)
-        write(_labels_as_image(image, labels, out), out, overwrite=overwrite,
+        write(_labels_as_image(image, labels, job.output), job.output, overwrite=overwrite,
               provenance={"task": f"regions:{partitioner.name}"})
-        if overlay_path is not None:
-            _write_png(overlay_montage(image.array, labels), overlay_path,
-                       overwrite=overwrite, inputs=source.files)
-    except RatError as exc:
-        if raise_errors:
-            raise
-        return RegionsResult(str(source.path), None, None, "error",
-                             time.perf_counter() - start, error=str(exc))
-    counts = [len(np.unique(s)) for s in labels]
-    return RegionsResult(str(source.path), str(out),
-                         str(overlay_path) if overlay_path else None, "ok",
-                         time.perf_counter() - start,
-                         regions=(min(counts), int(np.median(counts)), max(counts)))
+        for path in job.extras:
+            _write_png(overlay_montage(image.array, labels), path, overwrite=overwrite,
+                       inputs=job.source.files)
+            info["overlay"] = str(path)
+        counts = [len(np.unique(s)) for s in labels]
+        info["regions"] = (min(counts), int(np.median(counts)), max(counts))
+
+    yield from run_batch(plan, work, result_type=RegionsResult, raise_errors=raise_errors,
+                         on_start=on_start)
 
 
 def _label_path(source: Source, root: str | Path) -> Path:

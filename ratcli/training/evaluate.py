@@ -25,6 +25,7 @@ import numpy as np
 
 from ratcli.errors import OutputExistsError, UsageError
 from ratcli.tasks import TaskSpec
+from ratcli.training.activity import VOLUME_COLUMNS, find_hot_spots, volume_metrics
 from ratcli.training.baselines import BASELINES, baselines_for, run_baseline
 from ratcli.training.data import VolumePair, load_pairs, parse_data_spec
 from ratcli.training.degrade import Degradation, make_degradation
@@ -48,7 +49,9 @@ class EvalReport:
     """rows: one dict per image and method (report.IMAGE_COLUMNS keys); summary:
     {method: {metric: {n, mean, std, ci95_low, ci95_high}}}; methods: one dict per
     method (name, kind, weights, sha256, regions); files: {"csv"|"summary"|"json"|
-    "figure": path}."""
+    "figure": path}. PET only: volumes, one dict per volume and method (activity.py's
+    VOLUME_COLUMNS: min, total activity and hot-spot changes), and volume_summary, their
+    {method: {column: stats}}."""
 
     task: str
     rows: list[dict]
@@ -56,6 +59,8 @@ class EvalReport:
     methods: list[dict]
     definitions: dict[str, str]
     files: dict[str, Path] = field(default_factory=dict)
+    volumes: list[dict] = field(default_factory=list)
+    volume_summary: dict[str, dict[str, dict]] = field(default_factory=dict)
 
 
 def evaluate(
@@ -93,6 +98,7 @@ def evaluate(
     pairs = load_pairs(spec, task, degradation=degradation, seed=sim_seed)
 
     rows: list[dict] = []
+    volumes: list[dict] = []
     shown: list[tuple[str, dict]] = []
     total, done = len(pairs) * (len(names) + len(models)), 0
     picks = _figure_picks(pairs, figures)
@@ -101,7 +107,8 @@ def evaluate(
         seconds: dict[str, float] = {}
         for name in names:
             t0 = time.perf_counter()
-            outputs[name] = run_baseline(name, pair.input.array, task=task)
+            outputs[name] = run_baseline(name, pair.input.array, task=task,
+                                         target=pair.target.array)
             seconds[name] = time.perf_counter() - t0
             done += 1
             _tick(on_progress, done, total)
@@ -112,14 +119,20 @@ def evaluate(
             done += 1
             _tick(on_progress, done, total)
         rows += _image_rows(pair, outputs, seconds, task, {m.name for m in models})
+        if task.modality == "PT":
+            volumes += _volume_rows(pair, outputs)
         shown += [(f"{pair.name}[{z}]", _panels(pair, outputs, z, models, names))
                   for z in picks.get(pair.name, [])]
 
     kinds = {n: "baseline" for n in names} | {m.name: "model" for m in models}
     summary = {method: {c: summarize_values([r[c] for r in rows if r["method"] == method])
                         for c in METRIC_COLUMNS} for method in kinds}
-    methods = [{"name": n, "kind": "baseline"} for n in names] + [m.record() for m in models]
-    report = EvalReport(task.name, rows, summary, methods, definitions(task))
+    methods = [{"name": n, "kind": "baseline", "sigma": "true (from the target)"}
+               for n in names] + [m.record() for m in models]
+    report = EvalReport(task.name, rows, summary, methods, definitions(task), volumes=volumes,
+                        volume_summary={method: {c: summarize_values(
+                            [r[c] for r in volumes if r["method"] == method])
+                            for c in VOLUME_COLUMNS} for method in kinds} if volumes else {})
     _write(report, out, kinds, shown, task, spec.describe(),
            None if spec.kind == "paired" else degradation.describe())
     return report
@@ -150,12 +163,9 @@ class _Model:
     def restorer(self, device: str) -> Restorer:
         if self._restorer is None:
             from ratcli.inference import Restorer
+            from ratcli.regions import make_partitioner
 
-            part = None
-            if self.regions != "none":
-                from ratcli.regions import make_partitioner
-
-                part = make_partitioner(self.regions, cache=True)
+            part = make_partitioner(self.regions, cache=True)
             model = self.checkpoint.build("cpu")
             # whole images in one tile: evaluation images are small and it is exact
             self._restorer = Restorer(model, self.task, tile=4096, overlap=0.0, batch_size=1,
@@ -174,12 +184,7 @@ def _load_model(weights: str | Path, task: TaskSpec, regions: str | None) -> _Mo
 
     path = resolve_weights(weights)
     ckpt = load_checkpoint(path)
-    trained_for = ckpt.meta.get("task")
-    if trained_for is not None and trained_for != task.name:
-        raise UsageError(f"{path}: checkpoint was trained for task {trained_for}, not {task.name}")
-    if ckpt.config.scale != task.scale or ckpt.config.in_channels != task.channels:
-        raise UsageError(f"{path}: model (scale {ckpt.config.scale}, {ckpt.config.in_channels} "
-                         f"channels) does not fit task {task.name}")
+    task.check_weights(ckpt)
     method = regions or ckpt.meta.get("regions") or "none"
     name = path.parent.name if path.name == "model.pt" else path.stem
     return _Model(name, path, ckpt, method, task)
@@ -225,6 +230,14 @@ def _image_rows(pair: VolumePair, outputs: dict[str, np.ndarray], seconds: dict[
     return rows
 
 
+def _volume_rows(pair: VolumePair, outputs: dict[str, np.ndarray]) -> list[dict]:
+    """PET: activity.py's volume metrics of each method, hot spots found once per target."""
+    spots = find_hot_spots(pair.target.array)
+    return [{"volume": pair.name, "method": method,
+             **volume_metrics(volume, pair.target.array, spots)}
+            for method, volume in outputs.items()]
+
+
 def _panels(pair: VolumePair, outputs: dict[str, np.ndarray], z: int, models: list[_Model],
             names: list[str]) -> dict[str, np.ndarray]:
     """Figure columns for one image: input, outputs (models, else the first non-input
@@ -256,7 +269,9 @@ def _write(report: EvalReport, out: Path, kinds: dict[str, str],
             "task": report.task, "data": data, "degradation": degradation,
             "methods": report.methods, "definitions": report.definitions,
             "display": {"window": window, "error_top": error_top},
-            "summary": report.summary, "images": report.rows}),
+            "summary": report.summary, "images": report.rows,
+            **({"volume_summary": report.volume_summary, "volumes": report.volumes}
+               if report.volumes else {})}),
     }
     if shown:
         writers["figure"] = lambda p: save_figure(p, shown, window=window, error_top=error_top)

@@ -22,7 +22,7 @@ import math
 
 import numpy as np
 
-from ratcli.tasks import TaskSpec
+from ratcli.tasks import Norm, TaskSpec
 
 __all__ = [
     "METRIC_COLUMNS",
@@ -58,35 +58,31 @@ def image_metrics(pred: np.ndarray, target: np.ndarray, *, task: TaskSpec) -> di
     if pred.shape != target.shape:
         raise ValueError(f"prediction {pred.shape} and target {target.shape} differ in shape")
     out = dict.fromkeys(METRIC_COLUMNS, math.nan)
-    if task.norm == "uint8":
-        p, t = pred.astype(np.float64), target.astype(np.float64)
-        out.update(psnr=psnr(p, t, 255.0), ssim=ssim(p, t, 255.0), rmse=rmse(p, t))
+    p, t = pred.astype(np.float64), target.astype(np.float64)
+    span = task.data_range(t)  # the task's rule: HU window, 255, or the target's span
+    out.update(psnr=psnr(p, t, span), ssim=ssim(p, t, span), rmse=rmse(p, t))
+    if task.norm is Norm.UINT8:
         b = task.scale
         py = rgb_to_y(pred)[b:-b or None, b:-b or None]
         ty = rgb_to_y(target)[b:-b or None, b:-b or None]
         out.update(psnr_y8=psnr(py, ty, 255.0), ssim_y8=ssim(py, ty, 255.0))
         return out
-    p, t = pred.astype(np.float64), target.astype(np.float64)
-    if task.norm == "hu":
+    if task.norm is Norm.HU:
         lo, hi = task.window
-        out.update(psnr=psnr(p, t, hi - lo), ssim=ssim(p, t, hi - lo), rmse=rmse(p, t))
         wlo, whi = CT_DISPLAY_WINDOW
         pw, tw = np.clip(p, wlo, whi), np.clip(t, wlo, whi)
         out.update(psnr_window=psnr(pw, tw, whi - wlo), ssim_window=ssim(pw, tw, whi - wlo),
                    rmse_window=rmse(pw, tw))
-        p8, t8 = _to_uint8(p, lo, hi), _to_uint8(t, lo, hi)
     else:
-        lo, hi = float(t.min()), float(t.max())
-        span = hi - lo if hi > lo else 1.0
-        out.update(psnr=psnr(p, t, span), ssim=ssim(p, t, span), rmse=rmse(p, t))
-        p8, t8 = _to_uint8(p, lo, lo + span), _to_uint8(t, lo, lo + span)
+        lo, hi = float(t.min()), float(t.min()) + span
+    p8, t8 = _to_uint8(p, lo, hi), _to_uint8(t, lo, hi)
     out.update(psnr_y8=psnr(p8, t8, 255.0), ssim_y8=ssim(p8, t8, 255.0))
     return out
 
 
 def definitions(task: TaskSpec) -> MetricDefinitions:
     """What each metric column means for `task` (written into the JSON report)."""
-    if task.norm == "uint8":
+    if task.norm is Norm.UINT8:
         return {
             "psnr": "dB, RGB uint8 values as float, all channels, data range 255",
             "ssim": "RGB, Gaussian window sigma 1.5, per channel then averaged, data range 255",
@@ -95,7 +91,7 @@ def definitions(task: TaskSpec) -> MetricDefinitions:
                        "cropped, data range 255",
             "ssim_y8": "paper-style: as psnr_y8",
         }
-    if task.norm == "hu":
+    if task.norm is Norm.HU:
         lo, hi = task.window
         wlo, whi = CT_DISPLAY_WINDOW
         return {

@@ -13,7 +13,6 @@ Patches are reproducible: item i of epoch e draws its slice, crop and rot90/flip
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,13 +21,12 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from ratcli.errors import GeometryMismatchError, UsageError
+from ratcli.regions.base import Partitioner
 from ratcli.tasks import TaskSpec
 from ratcli.training.data import VolumePair
 
 __all__ = ["TrainSlice", "prepare_slices", "region_map", "PatchDataset"]
 
-# slice2d: (H, W) float32 normalised or (H, W, 3) uint8 -> (H, W) integer labels
-Partitioner = Callable[[np.ndarray], np.ndarray]
 
 
 @dataclass(frozen=True)

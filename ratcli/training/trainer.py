@@ -187,8 +187,6 @@ class Trainer:
         }
 
     def _partitioner(self):
-        if self.config.regions == "none":
-            return None
         from ratcli.regions import make_partitioner
 
         part = make_partitioner(self.config.regions, cache=True)
@@ -300,7 +298,7 @@ class Trainer:
         cfg, spec = self.config, self.config.spec
         meta = {
             "task": spec.name,
-            "normalisation": {"norm": spec.norm, "window": list(spec.window),
+            "normalisation": {"norm": str(spec.norm), "window": list(spec.window),
                               "percentile": spec.percentile},
             "regions": self.region_method,
             "provenance": {

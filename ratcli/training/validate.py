@@ -53,10 +53,7 @@ def validate(
 
 def _data_range(task: TaskSpec, target: np.ndarray) -> float:
     """The primary metric's data range, in normalised units."""
-    if task.norm in ("hu", "uint8"):
-        return 1.0  # the normalisation maps exactly the HU window / 0..255 onto 0..1
-    span = float(target.max() - target.min())
-    return span if span > 0 else 1.0
+    return task.data_range(target, normalised=True)
 
 
 def _finite_mean(values: list[float]) -> float:

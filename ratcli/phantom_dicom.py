@@ -1,4 +1,4 @@
-"""Original (not derived) DICOM from an array, for examples and tests.
+"""Original (not derived) DICOM series from phantom arrays, for examples and tests.
 
 Real scanners write these; rat only derives from them. This module lets the examples
 script and the tests build realistic CT/PET series from synthetic phantoms without
