@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTHON ?= python3
 
-.PHONY: install test test-fast lint demo bench clean
+.PHONY: install test test-fast lint demo figures bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,8 +26,13 @@ test: install lint
 test-fast: install
 	$(PY) -m pytest -q -m "not slow"
 
+# outputs and figures go to examples/out/ (git-ignored): the checkout stays clean
 demo: install
 	$(PY) examples/demo.py
+
+# rewrite the README's figures in examples/figures/ (committed) from a demo run
+figures: install
+	$(PY) examples/demo.py --figures examples/figures
 
 bench: install
 	$(PY) benchmarks/attention.py

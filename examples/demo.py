@@ -1,6 +1,7 @@
 """`make demo`: restore every bundled example with the shipped default weights.
 
-    python examples/demo.py            # outputs in examples/out/, PNGs in examples/figures/
+    python examples/demo.py            # outputs and PNGs in examples/out/ (git-ignored)
+    python examples/demo.py --figures examples/figures   # refresh the README's figures
 
 - ct_series/ (low-dose CT DICOM series)  -> `rat denoise`, task ct, weights rat-ct
 - pet.nii.gz (low-count PET NIfTI)       -> `rat denoise`, task pet, weights rat-pet
@@ -8,9 +9,13 @@
 
 Each goes through the public API (`ratcli.api.restore_path`, the code path of the CLI)
 with the classical region partitioner, the one the shipped models were trained with.
-Outputs go to examples/out/ (git-ignored; the inputs are never touched) and
-each example also gets one before/after PNG under examples/figures/. Runs in about 100 s
-on 2 CPU cores (the slide takes most of it).
+Outputs go to examples/out/ and each example also gets one before/after PNG in
+examples/out/figures/; both are git-ignored, so `make demo` leaves the checkout as it was
+(the inputs are never touched). The committed figures in examples/figures/, which the
+README shows, are rewritten only when asked for with `--figures examples/figures`: a
+rerun elsewhere can change a few pixels of a PNG, and rewriting them on every demo run
+would dirty the tree without a real change. Runs in about
+100 s on 2 CPU cores (the slide takes most of it).
 """
 
 from __future__ import annotations
@@ -51,7 +56,8 @@ EXAMPLES = (
 )
 
 
-def run_demo(out: Path = HERE / "out", figures: Path = HERE / "figures") -> list[dict]:
+def run_demo(out: Path = HERE / "out", figures: Path = HERE / "out" / "figures"
+             ) -> list[dict]:
     """Restore each example into `out`, draw its PNG into `figures`; one record each
     (input, output, figure, seconds)."""
     figures.mkdir(parents=True, exist_ok=True)
@@ -121,8 +127,8 @@ _FIGURES = {"ct": _ct_figure, "pet": _pet_figure, "slide": _slide_figure}
 def main(argv: list[str] | None = None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=HERE / "out", help="restored outputs")
-    parser.add_argument("--figures", type=Path, default=HERE / "figures",
-                        help="before/after PNGs")
+    parser.add_argument("--figures", type=Path, default=HERE / "out" / "figures",
+                        help="before/after PNGs (examples/figures: the README's)")
     args = parser.parse_args(argv)
     return run_demo(args.out, args.figures)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import http.client
 import os
 import re
@@ -12,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ratcli import __version__
+from ratcli.checksum import sha256_file
 from ratcli.errors import ChecksumError, DownloadError
 
 __all__ = ["download"]
@@ -100,8 +100,7 @@ def _range_start(response: http.client.HTTPResponse) -> int | None:
 def _verify(url: str, part: Path, sha256: str | None) -> None:
     if sha256 is None:
         return
-    with open(part, "rb") as f:
-        digest = hashlib.file_digest(f, "sha256").hexdigest()
+    digest = sha256_file(part)
     if digest != sha256:
         part.unlink()
         raise ChecksumError(f"{url}: downloaded file has sha256 {digest[:12]}..., expected "

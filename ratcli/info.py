@@ -1,13 +1,19 @@
-"""Environment report used by `rat info`."""
+"""Environment report used by `rat info`: versions, devices, and where weights come from."""
 
 from __future__ import annotations
 
+import os
 import platform
 from importlib import metadata
 
-from ratcli.weights import default_weights_dir
+from ratcli.weights import (
+    bundled_weights_dir,
+    default_weights_dir,
+    find_weights,
+    load_manifest,
+)
 
-__all__ = ["environment_info"]
+__all__ = ["environment_info", "weights_sources"]
 
 
 def _version(dist: str) -> str:
@@ -17,7 +23,20 @@ def _version(dist: str) -> str:
         return "not installed"
 
 
-def environment_info() -> dict[str, str]:
+def weights_sources() -> dict:
+    """The weights search order and, per manifest name, the file it loads from."""
+    bundled = bundled_weights_dir()
+    home_from = "RAT_HOME" if os.environ.get("RAT_HOME") else "user data dir; RAT_HOME overrides"
+    search = ([f"{bundled} (source checkout)"] if bundled else []) + [
+        f"{default_weights_dir()} ({home_from})"]
+    loaded = {}
+    for entry in load_manifest().values():
+        path = find_weights(entry)
+        loaded[entry.name] = str(path) if path else "missing"
+    return {"weights search": search, "weights": loaded}
+
+
+def environment_info() -> dict:
     import torch
 
     from ratcli import __version__
@@ -38,10 +57,11 @@ def environment_info() -> dict[str, str]:
         "rat": __version__,
         "python": platform.python_version(),
         "torch": torch.__version__,
+        "torch threads": str(torch.get_num_threads()),
         "torchvision": _version("torchvision"),
         "segment-anything": _version("segment-anything"),
         "openslide-python": _version("openslide-python"),
         "openslide library": openslide_lib,
         "devices": ", ".join(devices),
-        "weights dir": str(default_weights_dir()),
+        **weights_sources(),
     }

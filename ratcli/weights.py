@@ -1,43 +1,56 @@
-"""Known checkpoints: the manifest, the weights directories, and finding, importing,
-fetching and verifying files.
+"""Known checkpoints: the manifests, the weights directories, finding files and the
+load-time checksum check (installing them: `ratcli.weights_install`). Standard library
+only at import time (no torch).
 
-The manifest (`weights/manifest.json` at the repository top, or the file named by
-`RAT_MANIFEST`) lists every checkpoint rat knows by name: our RAT checkpoints per task
-and the three official Segment Anything checkpoints. Files are looked up, in order, in
-the repository's `weights/` directory and in the user weights directory (`RAT_HOME`,
-default: the platform's user data dir). `fetch` and `import` write to the user directory.
+Manifests (format `rat-weights-manifest/1`, {name: file, kind, task, url, sha256}):
+1. the bundled one: `RAT_MANIFEST` if set, else `weights/manifest.json` of the source
+   checkout ratcli runs from (an editable install; a wheel has none);
+2. the user manifest, `RAT_HOME/manifest.json`, where `rat weights import FILE --name
+   NEW` records a user's own checkpoint with its sha256. It adds names, never replaces.
+
+Files are searched, in this order, in (see `weights_dirs`):
+1. the checkout's `weights/` folder (only when it holds a manifest and sits next to
+   the checkout's pyproject.toml, i.e. ratcli runs from a source checkout);
+2. the user weights dir: `RAT_HOME`, default the platform's user data dir. `fetch`
+   and `import` write here.
+
+Every load of a manifest name (ours or SAM) checks the file's sha256 against the
+manifest; digests are remembered by (path, size, mtime), so only a changed file is
+hashed again (`ratcli.checksum`).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import shutil
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ratcli.errors import CheckpointError, ChecksumError, OutputExistsError, WeightsNotFoundError
-from ratcli.io.atomic import atomic_output
+from ratcli.checksum import cached_sha256, sha256_file
+from ratcli.errors import (
+    CheckpointError,
+    ChecksumError,
+    WeightsNotFoundError,
+)
 
 __all__ = [
     "WeightsEntry",
     "WeightsStatus",
     "default_weights_dir",
+    "bundled_weights_dir",
     "weights_dirs",
     "load_manifest",
     "resolve_weights",
     "find_weights",
     "find_sam_checkpoint",
-    "import_weights",
-    "fetch_weights",
-    "verify_weights",
+    "get_entry",
+    "verify_file",
     "sha256_file",
 ]
 
 REPO_WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
 MANIFEST_FORMAT = "rat-weights-manifest/1"
+MANIFEST_NAME = "manifest.json"
 # Preference when several SAM checkpoints are present: best masks first.
 SAM_PREFERENCE = ("sam-vit-h", "sam-vit-l", "sam-vit-b")
 
@@ -49,7 +62,8 @@ class WeightsEntry:
     name: the name users type (`rat-ct`, `sam-vit-b`); file: file name inside a weights
     dir; kind: "rat" or "sam"; url: download address or None (not published);
     sha256: expected hex digest or None (unknown: the file cannot be verified);
-    task: RAT task name; arch: SAM registry key (vit_b, vit_l, vit_h).
+    task: RAT task name; arch: SAM registry key (vit_b, vit_l, vit_h);
+    origin: "bundled" (the bundled manifest) or "user" (imported by the user).
     """
 
     name: str
@@ -60,6 +74,7 @@ class WeightsEntry:
     task: str | None = None
     arch: str | None = None
     description: str = ""
+    origin: str = "bundled"
 
 
 @dataclass(frozen=True)
@@ -82,42 +97,47 @@ def default_weights_dir() -> Path:
     return Path(platformdirs.user_data_dir("rat"))
 
 
+def bundled_weights_dir() -> Path | None:
+    """The source checkout's weights/ folder, or None when ratcli is not run from one."""
+    d = REPO_WEIGHTS_DIR
+    if (d / MANIFEST_NAME).is_file() and (d.parent / "pyproject.toml").is_file():
+        return d
+    return None
+
+
 def weights_dirs() -> list[Path]:
     """Directories searched for checkpoint files, in order."""
-    return [REPO_WEIGHTS_DIR, default_weights_dir()]
+    return [d for d in (bundled_weights_dir(), default_weights_dir()) if d is not None]
 
 
 def load_manifest(path: str | Path | None = None) -> dict[str, WeightsEntry]:
-    """The manifest as {name: entry}; `path` (or RAT_MANIFEST) overrides the bundled one."""
-    path = Path(path or os.environ.get("RAT_MANIFEST") or REPO_WEIGHTS_DIR / "manifest.json")
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise WeightsNotFoundError(f"{path}: weights manifest not found") from None
-    except (OSError, ValueError) as exc:
-        raise CheckpointError(f"{path}: unreadable weights manifest ({exc})") from None
-    if not isinstance(data, dict) or data.get("format") != MANIFEST_FORMAT:
-        raise CheckpointError(f"{path}: not a weights manifest (expected format {MANIFEST_FORMAT})")
-    fields = set(WeightsEntry.__dataclass_fields__) - {"name"}
-    try:
-        return {
-            name: WeightsEntry(name=name, **{k: v for k, v in rec.items() if k in fields})
-            for name, rec in data["weights"].items()
-        }
-    except (KeyError, TypeError, AttributeError) as exc:
-        raise CheckpointError(f"{path}: malformed weights manifest ({exc})") from None
+    """{name: entry} from the bundled manifest (`path`, RAT_MANIFEST or the checkout's)
+    and the user manifest in RAT_HOME."""
+    explicit = path or os.environ.get("RAT_MANIFEST")
+    bundled = Path(explicit) if explicit else REPO_WEIGHTS_DIR / MANIFEST_NAME
+    entries: dict[str, WeightsEntry] = {}
+    if explicit or bundled.is_file():
+        entries = _read_manifest(bundled, "bundled")
+    user = default_weights_dir() / MANIFEST_NAME
+    if user.is_file():
+        for name, entry in _read_manifest(user, "user").items():
+            entries.setdefault(name, entry)
+    return entries
 
 
 def resolve_weights(name_or_path: str | Path) -> Path:
-    """An existing file path as is; else a manifest name found in the weights dirs.
-
-    Raises WeightsNotFoundError with one line saying how to get the file.
-    """
+    """The checkpoint file for a path or a manifest name, its sha256 checked against the
+    manifest when it is a manifest's file. Raises WeightsNotFoundError (one line saying
+    how to get the file) or ChecksumError (a changed or damaged file)."""
     candidate = Path(name_or_path).expanduser()
+    manifest = load_manifest()
     if candidate.is_file():
+        for entry in manifest.values():  # an installed manifest file given by its path
+            found = find_weights(entry)
+            if found is not None and found.resolve() == candidate.resolve():
+                verify_file(entry, candidate)
         return candidate
     name = str(name_or_path)
-    manifest = load_manifest()
     entry = manifest.get(name)
     if entry is None:
         if _looks_like_path(name):
@@ -127,7 +147,7 @@ def resolve_weights(name_or_path: str | Path) -> Path:
             f"(known: {', '.join(manifest)}; see `rat weights list`)"
         )
     if (found := find_weights(entry)) is not None:
-        return found
+        return verify_file(entry, found)
     where = ", ".join(str(d) for d in weights_dirs())
     how = (f"`rat weights fetch {name}`, " if entry.url else "") + (
         f"`rat weights import FILE --name {name}`, or pass --weights PATH"
@@ -135,16 +155,32 @@ def resolve_weights(name_or_path: str | Path) -> Path:
     raise WeightsNotFoundError(f"{name}: {entry.file} not found in {where}; get it with {how}")
 
 
+def verify_file(entry: WeightsEntry, path: Path) -> Path:
+    """`path` when its sha256 is the manifest's (or none is known); else ChecksumError."""
+    if entry.sha256 is None:
+        return path
+    digest = cached_sha256(path, default_weights_dir())
+    if digest != entry.sha256:
+        raise ChecksumError(
+            f"{path}: sha256 {digest[:12]}... is not {entry.name}'s ({entry.sha256[:12]}...); "
+            f"the file was changed or damaged, fetch or import {entry.name} again"
+        )
+    return path
+
+
 def find_weights(entry: WeightsEntry) -> Path | None:
-    """The first copy of `entry.file` in the weights dirs, or None."""
-    for d in weights_dirs():
+    """The first copy of `entry.file` in the weights dirs, or None (not verified)."""
+    dirs = weights_dirs()
+    if entry.origin == "user":  # imported files live only in the user dir
+        dirs = [default_weights_dir()]
+    for d in dirs:
         if (p := d / entry.file).is_file():
             return p
     return None
 
 
 def find_sam_checkpoint(explicit: str | Path | None = None) -> Path | None:
-    """The SAM checkpoint to use: `explicit` (a path or manifest name), else
+    """The SAM checkpoint to use, verified: `explicit` (a path or manifest name), else
     RAT_SAM_CHECKPOINT, else the best sam-vit-* file present in the weights dirs."""
     chosen = explicit or os.environ.get("RAT_SAM_CHECKPOINT")
     if chosen:
@@ -152,93 +188,31 @@ def find_sam_checkpoint(explicit: str | Path | None = None) -> Path | None:
     manifest = load_manifest()
     for name in SAM_PREFERENCE:
         if name in manifest and (p := find_weights(manifest[name])) is not None:
-            return p
+            return verify_file(manifest[name], p)
     return None
 
 
-def import_weights(
-    file: str | Path, *, name: str | None = None, overwrite: bool = False
-) -> tuple[WeightsEntry, Path]:
-    """Copy a checkpoint file into the user weights dir under its manifest name.
-
-    Without `name` the file is identified by its sha256. With a name, the sha256 must
-    match the manifest's; RAT checkpoints without a published sha256 must load as a rat
-    checkpoint of the entry's task. Returns (entry, destination path).
-    """
-    src = Path(file).expanduser()
-    if not src.is_file():
-        raise WeightsNotFoundError(f"{src}: file to import not found")
-    digest = sha256_file(src)
-    manifest = load_manifest()
-    entry = _identify(src, digest, manifest, name)
-    dest = default_weights_dir() / entry.file
-    if dest.is_file():
-        if sha256_file(dest) == digest:
-            return entry, dest
-        if not overwrite:
-            raise OutputExistsError(f"{dest}: a different {entry.name} is already installed "
-                                    "(use --overwrite to replace it)")
-    # copied under a temp name and renamed: never a half-written checkpoint in place
-    with atomic_output(dest, overwrite=True, inputs=[src]) as tmp:
-        shutil.copyfile(src, tmp)
-    return entry, dest
+def _read_manifest(path: Path, origin: str) -> dict[str, WeightsEntry]:
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise WeightsNotFoundError(f"{path}: weights manifest not found") from None
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"{path}: unreadable weights manifest ({exc})") from None
+    if not isinstance(data, dict) or data.get("format") != MANIFEST_FORMAT:
+        raise CheckpointError(f"{path}: not a weights manifest (expected format {MANIFEST_FORMAT})")
+    fields = set(WeightsEntry.__dataclass_fields__) - {"name", "origin"}
+    try:
+        return {
+            name: WeightsEntry(name=name, origin=origin,
+                               **{k: v for k, v in rec.items() if k in fields})
+            for name, rec in data["weights"].items()
+        }
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise CheckpointError(f"{path}: malformed weights manifest ({exc})") from None
 
 
-def fetch_weights(
-    name: str,
-    *,
-    url: str | None = None,
-    overwrite: bool = False,
-    progress: Callable[[int, int | None], None] | None = None,
-    timeout: float = 30.0,
-) -> Path:
-    """Download a manifest entry into the user weights dir; returns its path.
-
-    Resumes a previous partial download (`<file>.part`), checks the sha256 and renames
-    atomically. `url` replaces the manifest's address (a mirror). `progress(done, total)`
-    is called with byte counts.
-    """
-    from ratcli.download import download
-
-    entry = _entry(load_manifest(), name)
-    source = url or entry.url
-    if not source:
-        raise WeightsNotFoundError(f"{name}: no download address is published; "
-                                   f"use `rat weights import FILE --name {name}`")
-    dest = default_weights_dir() / entry.file
-    if dest.is_file() and not overwrite:
-        if entry.sha256 is None or sha256_file(dest) == entry.sha256:
-            return dest
-        raise OutputExistsError(f"{dest}: exists but fails its checksum "
-                                "(use --overwrite to fetch it again)")
-    download(source, dest, sha256=entry.sha256, progress=progress, timeout=timeout)
-    return dest
-
-
-def verify_weights() -> list[WeightsStatus]:
-    """Re-hash every manifest entry present in the weights dirs."""
-    out = []
-    for entry in load_manifest().values():
-        path = find_weights(entry)
-        if path is None:
-            out.append(WeightsStatus(entry.name, "missing", None, None))
-            continue
-        digest = sha256_file(path)
-        if entry.sha256 is None:
-            status = "unverified"
-        else:
-            status = "ok" if digest == entry.sha256 else "mismatch"
-        out.append(WeightsStatus(entry.name, status, path, digest))
-    return out
-
-
-def sha256_file(path: str | Path) -> str:
-    """Hex sha256 of a file (streamed; checkpoints are up to 2.6 GB)."""
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
-
-
-def _entry(manifest: dict[str, WeightsEntry], name: str) -> WeightsEntry:
+def get_entry(manifest: dict[str, WeightsEntry], name: str) -> WeightsEntry:
     if name not in manifest:
         raise WeightsNotFoundError(f"{name}: not a known weights name "
                                    f"(known: {', '.join(manifest)})")
@@ -248,27 +222,3 @@ def _entry(manifest: dict[str, WeightsEntry], name: str) -> WeightsEntry:
 def _looks_like_path(text: str) -> bool:
     return os.sep in text or "/" in text or Path(text).suffix in {".pt", ".pth", ".ckpt"}
 
-
-def _identify(
-    src: Path, digest: str, manifest: dict[str, WeightsEntry], name: str | None
-) -> WeightsEntry:
-    """The manifest entry `src` is, or a ChecksumError/CheckpointError saying why not."""
-    if name is None:
-        for entry in manifest.values():
-            if entry.sha256 == digest:
-                return entry
-        raise ChecksumError(f"{src}: sha256 {digest[:12]}... matches no known checkpoint; "
-                            "give --name NAME to import a RAT checkpoint")
-    entry = _entry(manifest, name)
-    if entry.sha256 is not None:
-        if digest != entry.sha256:
-            raise ChecksumError(f"{src}: sha256 {digest[:12]}... is not {name}'s "
-                                f"({entry.sha256[:12]}...); wrong or corrupted file")
-        return entry
-    if entry.kind == "rat":
-        from ratcli.models.checkpoint import load_checkpoint
-
-        task = load_checkpoint(src).meta.get("task")
-        if entry.task and task not in (None, entry.task):
-            raise CheckpointError(f"{src}: a checkpoint for task {task!r}, not {entry.task!r}")
-    return entry

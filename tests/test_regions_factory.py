@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -16,6 +19,7 @@ from ratcli.regions import (
     upscale_labels,
 )
 from ratcli.regions.sam import SamPartitioner, build_sam
+from ratcli.weights import REPO_WEIGHTS_DIR
 
 
 @pytest.fixture
@@ -53,6 +57,11 @@ def test_auto_finds_sam_in_weights_dir_and_environment(no_sam, monkeypatch):
     torch.manual_seed(0)
     torch.save(build_sam(embed_dim=32, depth=1, num_heads=1, global_attn_indexes=(0,),
                          image_size=64).state_dict(), ckpt)
+    # a stand-in under the official name: every load checks the manifest's sha256
+    manifest = json.loads((REPO_WEIGHTS_DIR / "manifest.json").read_text())
+    manifest["weights"]["sam-vit-b"]["sha256"] = hashlib.sha256(ckpt.read_bytes()).hexdigest()
+    (no_sam.parent / "manifest.json").write_text(json.dumps(manifest))
+    monkeypatch.setenv("RAT_MANIFEST", str(no_sam.parent / "manifest.json"))
     part = make_partitioner("auto", cache=False, threshold=1.0)  # classical setting ignored
     assert isinstance(part, SamPartitioner) and part.checkpoint == ckpt
     assert part.fallback is None

@@ -9,17 +9,17 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from ratcli.checksum import CACHE_NAME
 from ratcli.cli import app
 from ratcli.errors import CheckpointError, ChecksumError, WeightsNotFoundError
 from ratcli.models import RATConfig, build_rat, save_checkpoint
 from ratcli.weights import (
     REPO_WEIGHTS_DIR,
     find_sam_checkpoint,
-    import_weights,
     load_manifest,
     resolve_weights,
-    verify_weights,
 )
+from ratcli.weights_install import import_weights, verify_weights
 
 KNOWN_SAM = {  # official file names; sha256 as checked by independent projects
     "sam-vit-b": ("sam_vit_b_01ec64.pth", "ec2df627"),
@@ -85,7 +85,8 @@ def test_import_identifies_by_sha256_and_resolves(home, tmp_path):
     assert dest.read_bytes() == (tmp_path / "tiny.bin").read_bytes()
     assert resolve_weights("tiny") == dest
     assert {s.name: s.status for s in verify_weights()}["tiny"] == "ok"
-    assert [p.name for p in home.iterdir()] == ["tiny.bin"]  # no temp files left
+    # no temp files left; the digest cache sits beside it
+    assert sorted(p.name for p in home.iterdir()) == [CACHE_NAME, "tiny.bin"]
 
 
 def test_import_rejects_wrong_files(home, tmp_path):
@@ -134,9 +135,20 @@ def test_list_json(home, tmp_path):
     assert rows["sam-vit-h"]["path"] is None
 
 
+def _set_sha(tmp_path, **digests: str) -> None:
+    """Give manifest entries of the test manifest these sha256 values."""
+    path = tmp_path / "manifest.json"
+    manifest = json.loads(path.read_text())
+    for name, digest in digests.items():
+        manifest["weights"][name.replace("_", "-")]["sha256"] = digest
+    path.write_text(json.dumps(manifest))
+
+
 def test_find_sam_checkpoint_order(home, tmp_path, monkeypatch):
     assert find_sam_checkpoint() is None
     home.mkdir()
+    _set_sha(tmp_path, sam_vit_b=hashlib.sha256(b"b").hexdigest(),
+             sam_vit_h=hashlib.sha256(b"h").hexdigest())
     (home / "sam_vit_b_01ec64.pth").write_bytes(b"b")
     assert find_sam_checkpoint() == home / "sam_vit_b_01ec64.pth"
     (home / "sam_vit_h_4b8939.pth").write_bytes(b"h")

@@ -3,18 +3,33 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 
-from ratcli.cli.app import app, console, emit_json, guard, state
-from ratcli.regions import make_partitioner
-from ratcli.regions.run import regions_many
+from ratcli.cli.app import (
+    DeviceChoice,
+    app,
+    device_option,
+    emit_json,
+    error_line,
+    flag,
+    guard,
+    json_option,
+    progress,
+    quiet_option,
+    result_line,
+    state,
+    warn,
+)
+from ratcli.cli.restore import library_limits, missing_inputs
 
 
 @app.command()
 def regions(
-    inputs: list[Path] = typer.Argument(..., help="Files or folders (searched recursively)."),
-    output: Path = typer.Option(..., "-o", "--output",
+    inputs: list[Path] = typer.Argument(..., help="Files or folders (searched recursively).",
+                                        show_default=False),
+    output: Path = typer.Option(..., "-o", "--output", show_default=False,
                                 help="Output folder, or the label file for one input "
                                      "(.nii.gz for volumes, .png/.tif for images)."),
     overlay: Path = typer.Option(None, "--overlay",
@@ -31,35 +46,62 @@ def regions(
     task: str = typer.Option("auto", "--task",
                              help="Normalisation before partitioning, as `rat denoise` "
                                   "does (auto: by modality; ct, pet or none)."),
-    device: str = typer.Option(None, "--device", help="Device for SAM (default: auto)."),
+    device: DeviceChoice = device_option("Device for SAM"),
     tile: int = typer.Option(2048, "--tile", help="Larger slices (slides) are partitioned "
                                                   "in tiles of this edge."),
-    no_cache: bool = typer.Option(False, "--no-cache", help="Do not read or write the "
-                                                            "region cache."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing outputs."),
-    as_json: bool = typer.Option(False, "--json", help="One JSON line per input."),
+    no_cache: bool = flag("--no-cache", "Do not read or write the region cache (RAT_CACHE)."),
+    max_pixels: int | None = typer.Option(None, "--max-pixels", help="Refuse images with "
+                                          "more pixels per slice than this, before decoding."),
+    threads: int | None = typer.Option(None, "--threads", help="CPU threads (default: "
+                                       "OMP_NUM_THREADS when set, else every core)."),
+    overwrite: bool = flag("--overwrite", "Replace existing outputs."),
+    as_json: bool = json_option("One JSON line per input on stdout."),
+    quiet: bool = quiet_option(),
 ) -> None:
     """Compute region label maps (SAM or the classical partitioner) for each input."""
-    settings = {k: v for k, v in {"points_per_side": points_per_side, "device": device}.items()
-                if v is not None}
+    settings: dict[str, Any] = {"points_per_side": points_per_side}
+    if device is not DeviceChoice.AUTO:
+        settings["device"] = device.value
+    settings = {k: v for k, v in settings.items() if v is not None}
     failed = 0
     with guard():
+        extra = library_limits(max_pixels, threads)
+        if not any(p.exists() or p.is_symlink() for p in inputs):
+            missing_inputs(inputs, as_json=as_json)
+        state.activity = "loading the partitioner"
+        from ratcli.regions import make_partitioner
+        from ratcli.regions.run import regions_many
+
         partitioner = make_partitioner(method, sam_checkpoint=sam_checkpoint,
                                        cache=not no_cache, **settings)
-        if partitioner.fallback:
-            console.print(f"[yellow]warning:[/yellow] {partitioner.fallback}",
-                          highlight=False, soft_wrap=True)
-        for result in regions_many(inputs, output, partitioner=partitioner, overlay=overlay,
-                                   task=task, tile=tile, overwrite=overwrite,
-                                   raise_errors=state.debug):
-            if as_json:
-                emit_json(result.to_dict())
-            elif result.status == "ok":
-                lo, mid, hi = result.regions
-                typer.echo(f"{result.output}  regions/slice {lo}-{hi} (median {mid})")
-            if result.status == "error":
-                failed += 1
-                console.print(f"[red]error:[/red] {result.error}", highlight=False,
-                              soft_wrap=True)
+        if partitioner.fallback and not quiet:
+            warn(partitioner.fallback)
+        count = 0
+
+        def on_start(source: Any, out: Path, index: int | None = None,
+                     total: int | None = None) -> None:
+            nonlocal count
+            count = index or count + 1
+            of = f"file {count}" + (f" of {total}" if total else "")
+            state.activity = f"partitioning {source.path} ({of})"
+            bar.update(tid, description=f"{of}: {source.path.name}")
+
+        with progress(disable=quiet) as bar:
+            tid = bar.add_task("", total=None)
+            for result in regions_many(inputs, output, partitioner=partitioner,
+                                       overlay=overlay, task=task, tile=tile,
+                                       overwrite=overwrite, raise_errors=state.debug,
+                                       on_start=on_start, **extra):
+                if result.status == "error":
+                    failed += 1
+                    error_line(str(result.error))
+                if as_json:
+                    emit_json(result.to_dict())
+                elif result.status == "ok" and not quiet:
+                    lo, mid, hi = result.regions
+                    shown = f" + {result.overlay}" if result.overlay else ""
+                    result_line(f"{result.input} -> {result.output}{shown}  regions/slice "
+                                f"{lo}-{hi} (median {mid})", bar)
+        state.activity = "finishing"
     if failed:
         raise typer.Exit(1)

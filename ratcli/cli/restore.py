@@ -1,30 +1,45 @@
 """`rat denoise` and `rat sr`: restore files, folders, or paths listed on stdin.
 
 Each command parses its options and makes one library call, `ratcli.api.restore_many`,
-inside `guard()`. Results go to stdout (one line per input, or one JSON line with
---json); errors and progress go to stderr. Exit 0 when every input succeeded, 1 when
-some failed (the others are still processed), 2 for usage errors.
+inside `guard()`; torch is imported only then. Results go to stdout (one line per
+input, or one JSON line with --json); errors, notes and progress go to stderr. Exit 0
+when every input succeeded or was skipped, 1 when some failed (the others are still
+processed), 2 for usage errors, 128+N when stopped by signal N.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from enum import StrEnum
 from pathlib import Path
+from typing import Any
 
 import typer
 
-from ratcli.api import Mode, RestoreResult, restore_many
-from ratcli.cli.app import app, console, emit_json, guard, progress, state
+from ratcli.cli.app import (
+    TASK_NAMES,
+    DeviceChoice,
+    app,
+    device_option,
+    emit_json,
+    error_line,
+    flag,
+    guard,
+    json_option,
+    note_line,
+    progress,
+    quiet_option,
+    result_line,
+    state,
+    warn,
+)
 from ratcli.errors import UsageError
-from ratcli.inference.device import DeviceChoice
-from ratcli.regions import make_partitioner
-from ratcli.tasks import TASKS
 
 __all__ = ["denoise", "sr"]
 
-TaskChoice = StrEnum("TaskChoice", {"auto": "auto", **{n: n for n in TASKS}})
+TaskChoice = StrEnum("TaskChoice", {"auto": "auto", **{n: n for n in TASK_NAMES}})
 
 
 class ScaleChoice(StrEnum):
@@ -32,14 +47,23 @@ class ScaleChoice(StrEnum):
     X4 = "4"
 
 
-_INPUTS = typer.Argument(..., help="Files or folders (searched recursively); - reads one "
+_RULES = """
+Outputs (-o is required): one input file -> -o is the output file when it has an image
+suffix, else a folder; one folder -> its restored files go straight into -o (a DICOM
+series folder becomes one derived series in -o); several inputs or a stdin list -> -o
+mirrors each input under its own name. Outputs are planned and checked before the first
+model runs; inputs are never overwritten and -o may not lie inside an input folder.
+Objects that are not restorable images (localizers, dose reports, screenshots, other
+modalities) are skipped with a note and do not fail the run.
+"""
+
+_INPUTS = typer.Argument(..., metavar="INPUT...", help="Files or folders (searched "
+                         "recursively); - reads one "
                          "path per line from stdin.", show_default=False)
-_OUTPUT = typer.Option(..., "-o", "--output", help="Output folder (mirrors each input "
-                       "folder's tree), or the output file for a single input file.")
-_WEIGHTS = typer.Option(None, "--weights", help="Checkpoint: a manifest name or a .pt path "
-                        "(default: the task's weights, if installed).")
-_DEVICE = typer.Option(DeviceChoice.AUTO, "--device", help="Compute device; auto = cuda, "
-                       "else mps, else cpu.")
+_OUTPUT = typer.Option(..., "-o", "--output", help="Output file (one input file) or "
+                       "folder; see the rules below.", show_default=False)
+_WEIGHTS = typer.Option(None, "--weights", help="Checkpoint: a manifest name (see `rat "
+                        "weights list`) or a .pt path (default: the task's weights).")
 _TILE = typer.Option(None, "--tile", help="Tile edge in input pixels (default: the task's).")
 _OVERLAP = typer.Option(0.25, "--overlap", help="Fraction of a tile shared with each "
                         "neighbour (0-0.5); seams are blended with a cosine ramp.")
@@ -50,37 +74,46 @@ _REGIONS = typer.Option("auto", "--regions", help="Region maps for region attent
 _SAM = typer.Option(None, "--sam-checkpoint", help="SAM checkpoint: a path or a manifest "
                     "name (default: RAT_SAM_CHECKPOINT, else a sam-vit-* file in the weights "
                     "dirs).")
-_OVERWRITE = typer.Option(False, "--overwrite", help="Replace existing outputs.")
-_JSON = typer.Option(False, "--json", help="One JSON line per input on stdout: input, "
-                     "output, status, seconds, error.")
-_QUIET = typer.Option(False, "--quiet", "-q", help="No progress and no per-file lines; "
-                      "errors are still shown.")
+_NO_CACHE = flag("--no-cache", "Do not read or write the region-map cache (RAT_CACHE).")
+_MAX_PIXELS = typer.Option(None, "--max-pixels", help="Refuse images with more pixels per "
+                           "slice than this, before decoding (default: the readers' limit, "
+                           "or RAT_MAX_PIXELS).")
+_THREADS = typer.Option(None, "--threads", help="CPU threads for the forward pass "
+                        "(default: OMP_NUM_THREADS when set, else every core).")
+_OVERWRITE = flag("--overwrite", "Replace existing outputs (never an input).")
+_JSON = json_option("One JSON line per input on stdout: input, output, status (ok, error, "
+                    "skipped), seconds, task, note, error.")
+_TASK_HELP = ("Task; auto = from the weights, else the DICOM Modality (CT -> ct, PT -> "
+              "pet), else the values when they say it plainly (HU -> ct, activity -> pet).")
 
 
-@app.command()
+@app.command(epilog=_RULES)
 def denoise(
     inputs: list[str] = _INPUTS,
     output: Path = _OUTPUT,
-    task: TaskChoice = typer.Option(TaskChoice.auto, "--task", help="Task; auto = from the "
-                                    "weights, else the DICOM Modality (CT -> ct, PT -> pet)."),
+    task: TaskChoice = typer.Option(TaskChoice.auto, "--task", help=_TASK_HELP),
     weights: str | None = _WEIGHTS,
-    device: DeviceChoice = _DEVICE,
+    device: DeviceChoice = device_option(),
     tile: int | None = _TILE,
     overlap: float = _OVERLAP,
     batch_size: int = _BATCH,
     regions: str = _REGIONS,
     sam_checkpoint: str | None = _SAM,
+    no_cache: bool = _NO_CACHE,
+    max_pixels: int | None = _MAX_PIXELS,
+    threads: int | None = _THREADS,
     overwrite: bool = _OVERWRITE,
     as_json: bool = _JSON,
-    quiet: bool = _QUIET,
+    quiet: bool = quiet_option(),
 ) -> None:
     """Denoise low-dose CT or low-count PET (DICOM series, NIfTI, PNG/TIFF)."""
-    _run(inputs, output, as_json=as_json, quiet=quiet, overwrite=overwrite, mode=Mode.DENOISE,
+    _run(inputs, output, as_json=as_json, quiet=quiet, overwrite=overwrite, mode="denoise",
          task=task.value, weights=weights, device=device.value, tile=tile, overlap=overlap,
-         batch_size=batch_size, regions=regions, sam_checkpoint=sam_checkpoint)
+         batch_size=batch_size, regions=regions, sam_checkpoint=sam_checkpoint,
+         no_cache=no_cache, max_pixels=max_pixels, threads=threads)
 
 
-@app.command()
+@app.command(epilog=_RULES)
 def sr(
     inputs: list[str] = _INPUTS,
     output: Path = _OUTPUT,
@@ -88,39 +121,82 @@ def sr(
     task: TaskChoice = typer.Option(TaskChoice.auto, "--task", help="Task; auto = from the "
                                     "weights, else sr-x<scale>."),
     weights: str | None = _WEIGHTS,
-    device: DeviceChoice = _DEVICE,
+    device: DeviceChoice = device_option(),
     tile: int | None = _TILE,
     overlap: float = _OVERLAP,
     batch_size: int = _BATCH,
     regions: str = _REGIONS,
     sam_checkpoint: str | None = _SAM,
+    no_cache: bool = _NO_CACHE,
+    max_pixels: int | None = _MAX_PIXELS,
+    threads: int | None = _THREADS,
     overwrite: bool = _OVERWRITE,
     as_json: bool = _JSON,
-    quiet: bool = _QUIET,
+    quiet: bool = quiet_option(),
 ) -> None:
     """Super-resolve pathology images and whole slides (output: pyramidal tiled TIFF)."""
-    _run(inputs, output, as_json=as_json, quiet=quiet, overwrite=overwrite, mode=Mode.SR,
+    _run(inputs, output, as_json=as_json, quiet=quiet, overwrite=overwrite, mode="sr",
          scale=int(scale.value), task=task.value, weights=weights, device=device.value,
          tile=tile, overlap=overlap, batch_size=batch_size, regions=regions,
-         sam_checkpoint=sam_checkpoint)
+         sam_checkpoint=sam_checkpoint, no_cache=no_cache, max_pixels=max_pixels,
+         threads=threads)
+
+
+def library_limits(max_pixels: int | None, threads: int | None) -> dict[str, int]:
+    """`max_pixels=` / `threads=` keywords for the library, only those given (checked
+    here, so a bad value is a usage error before torch is imported)."""
+    extra: dict[str, int] = {}
+    if max_pixels is not None:
+        if max_pixels < 1:
+            raise UsageError(f"--max-pixels {max_pixels}: must be at least 1")
+        extra["max_pixels"] = max_pixels
+    if threads is not None:
+        if threads < 1:
+            raise UsageError(f"--threads {threads}: must be at least 1")
+        extra["threads"] = threads
+    return extra
 
 
 def _run(inputs: list[str], output: Path, *, as_json: bool, quiet: bool, overwrite: bool,
-         regions: str, sam_checkpoint: str | None, **options) -> None:
+         regions: str, sam_checkpoint: str | None, no_cache: bool, max_pixels: int | None,
+         threads: int | None, **options: Any) -> None:
     failed = 0
     if not state.debug:
         # tifffile logs warnings about corrupt files; rat reports them as one error line
         logging.getLogger("tifffile").setLevel(logging.ERROR)
     with guard():
+        extra = library_limits(max_pixels, threads)
+        _check_options(options)
         paths = _expand_stdin(inputs)
-        partitioner = make_partitioner(regions, sam_checkpoint=sam_checkpoint)
-        warning = partitioner.fallback
+        if not any(os.path.lexists(p) for p in paths):
+            missing_inputs(paths, as_json=as_json)  # no torch for a mistyped path
+        # a missing, unknown or tampered checkpoint is refused before any work
+        from ratcli.weights import resolve_weights
+
+        for ref in (options.get("weights"), sam_checkpoint):
+            if ref is not None:
+                resolve_weights(ref)
+        state.activity = "loading the model"
+        from ratcli.api import restore_many  # torch from here on
+        from ratcli.regions.factory import make_partitioner
+
+        partitioner = make_partitioner(regions, sam_checkpoint=sam_checkpoint,
+                                       cache=not no_cache)
+        warning = None if quiet else getattr(partitioner, "fallback", None)
+        count = 0
+
+        def on_start(source: Any, out: Path, index: int | None = None,
+                     total: int | None = None) -> None:
+            nonlocal count
+            count = index or count + 1
+            of = f"file {count}" + (f" of {total}" if total else "")
+            state.activity = f"restoring {source.path} ({of})"
+            bar.update(tid, description=f"{of}: {source.path.name}", completed=0, total=None)
 
         def on_tiles(done: int, total: int) -> None:
             nonlocal warning
             if warning:  # once, when an input was read and is really being restored
-                console.print(f"warning: {warning}", markup=False, highlight=False,
-                              soft_wrap=True)
+                warn(warning)
                 warning = None
             bar.update(tid, completed=done, total=total)
 
@@ -128,17 +204,36 @@ def _run(inputs: list[str], output: Path, *, as_json: bool, quiet: bool, overwri
             tid = bar.add_task("", total=None)
             results = restore_many(
                 paths, output, overwrite=overwrite, raise_errors=state.debug,
-                partitioner=partitioner,
-                on_start=lambda src, out, *_: bar.update(tid, description=src.path.name,
-                                                     completed=0, total=None),
-                on_tiles=on_tiles,
-                **options,
+                partitioner=partitioner, on_start=on_start, on_tiles=on_tiles,
+                **extra, **options,
             )
             for result in results:
-                failed += result.status == "error"  # skipped objects are not failures
-                _report(result, as_json=as_json, quiet=quiet)
+                failed += result.status == "error"
+                _report(result, as_json=as_json, quiet=quiet, bar=bar)
+        state.activity = "finishing"
     if failed:
         raise typer.Exit(1)
+
+
+def _check_options(options: dict[str, Any]) -> None:
+    """The numeric options the library checks too, checked before torch is imported."""
+    if not 0.0 <= options["overlap"] <= 0.5:
+        raise UsageError(f"--overlap {options['overlap']}: must be between 0 and 0.5")
+    if options["tile"] is not None and options["tile"] < 16:
+        raise UsageError(f"--tile {options['tile']}: must be at least 16 pixels")
+    if options["batch_size"] < 1:
+        raise UsageError(f"--batch-size {options['batch_size']}: must be at least 1")
+
+
+def missing_inputs(paths: list[str] | list[Path], *, as_json: bool) -> None:
+    """Every input is missing: one error (and JSON record) each, exit 1."""
+    for p in paths:
+        message = f"{p}: no such file or folder"
+        error_line(message)
+        if as_json:
+            emit_json({"input": str(p), "output": None, "status": "error", "seconds": 0.0,
+                       "task": None, "error": message})
+    raise typer.Exit(1)
 
 
 def _expand_stdin(inputs: list[str]) -> list[str]:
@@ -154,14 +249,14 @@ def _expand_stdin(inputs: list[str]) -> list[str]:
     return out
 
 
-def _report(result: RestoreResult, *, as_json: bool, quiet: bool) -> None:
+def _report(result: Any, *, as_json: bool, quiet: bool, bar: Any) -> None:
+    note = getattr(result, "note", None)
     if result.status == "error":
-        console.print(f"error: {result.error}", style="red", markup=False, highlight=False,
-                      soft_wrap=True)
-    elif result.note and not quiet:  # a skipped object, or the task --task auto picked
-        console.print(f"note: {result.input}: {result.note}", markup=False, highlight=False,
-                      soft_wrap=True)
+        error_line(str(result.error))
+    elif note and not quiet:
+        note_line(f"{'skipped' if result.status == 'skipped' else 'note'}: "
+                  f"{result.input}: {note}")
     if as_json:
         emit_json(result.to_dict())
     elif result.status == "ok" and not quiet:
-        typer.echo(f"{result.input} -> {result.output} ({result.seconds:.1f} s)")
+        result_line(f"{result.input} -> {result.output} ({result.seconds:.1f} s)", bar)

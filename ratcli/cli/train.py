@@ -9,15 +9,28 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import time
 from pathlib import Path
+from typing import Any
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
-from ratcli.cli.app import app, console, emit_json, guard, progress
+from ratcli.cli.app import (
+    DeviceChoice,
+    app,
+    device_option,
+    echo,
+    emit_json,
+    flag,
+    guard,
+    json_option,
+    note_line,
+    progress,
+    quiet_option,
+    state,
+)
 from ratcli.errors import UsageError
-from ratcli.training.config import TrainConfig, load_config_file, resolve_task_name
 
 __all__ = ["train", "evaluate_command"]
 
@@ -34,18 +47,31 @@ def _opt(flag: str, text: str):
     return typer.Option(None, flag, help=text)
 
 
-@app.command()
+_TRAIN_EPILOG = """
+Defaults per task are the settings the shipped weights were trained with
+(weights/recipes/TASK.toml, ratcli.training.config.RECIPE_DEFAULTS): width 16, lr 1e-3,
+Adam betas (0.9, 0.999); ct: 5000 steps of 64-px patches with the input affine and
+detail channel (input_shift 0.25, input_gain 4, input_detail 40); pet: 4000 steps of
+64-px patches; sr-x2/sr-x4: 500 steps of 96-px patches, batch 4. --config and options
+override them.
+"""
+
+
+@app.command(epilog=_TRAIN_EPILOG)
 def train(
     task: str | None = _opt("--task", _TASK),
     data: str | None = _opt("--data", _DATA),
     val: str | None = _opt("--val", "Validation data (same forms as --data; default: hold "
                            "out the last 10% of volumes)."),
     scale: int | None = _opt("--scale", "SR factor for --task sr (2 or 4)."),
-    width: int | None = _opt("--width", "Model width C (default 32)."),
-    iters: int | None = _opt("--iters", "Optimiser steps (default 20000)."),
-    batch_size: int | None = _opt("--batch-size", "Patches per step and process (default 8)."),
-    patch: int | None = _opt("--patch", "Target patch edge in pixels (default 128)."),
-    lr: float | None = _opt("--lr", "Adam learning rate (default 2e-4), cosine decay to 1e-6."),
+    width: int | None = _opt("--width", "Model width C (default: the task's recipe, 16)."),
+    iters: int | None = _opt("--iters", "Optimiser steps (default: the task's recipe)."),
+    batch_size: int | None = _opt("--batch-size", "Patches per step and process (default: "
+                                  "the task's recipe)."),
+    patch: int | None = _opt("--patch", "Target patch edge in pixels (default: the task's "
+                             "recipe)."),
+    lr: float | None = _opt("--lr", "Adam learning rate (default 1e-3), cosine decay to "
+                            "1e-6."),
     focal_beta: float | None = _opt("--focal-beta", "Focal region loss beta (default 1.0); "
                                     "0 = L1."),
     regions: str | None = _opt("--regions", "none | classical | sam | auto (default "
@@ -56,42 +82,66 @@ def train(
     photons: float | None = _opt("--photons", "CT: incident photons per ray at full dose "
                                  "(default 1e6)."),
     seed: int | None = _opt("--seed", "Seed of init, patches and simulation (default 0)."),
-    val_every: int | None = _opt("--val-every", "Steps between validations (default 500)."),
+    val_every: int | None = _opt("--val-every", "Steps between validations (default: the "
+                                 "task's recipe)."),
     log_every: int | None = _opt("--log-every", "Steps between log lines (default 50)."),
     workers: int | None = _opt("--workers", "DataLoader processes (default 0)."),
-    device: str | None = _opt("--device", "auto | cpu | cuda | mps (default auto)."),
+    device: DeviceChoice | None = _opt("--device", "auto (cuda, else mps, else cpu), cpu, "
+                                       "cuda or mps (default auto)."),
     config: Path | None = _opt("--config", "TOML/JSON file of settings (keys as in "
                                "TrainConfig); options override it."),
     resume: Path | None = _opt("--resume", "Continue the run in this folder exactly where "
                                "its last.pt left off."),
-    out: Path | None = _opt("--out", "Run folder (default runs/<task>)."),
+    out: Path | None = typer.Option(None, "-o", "--output", "--out",
+                                    help="Run folder (default runs/<task>)."),
     stop_at: int | None = _opt("--stop-at", "Stop at this step (saves last.pt; continue "
                                "later with --resume)."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an earlier run in --out."),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON object at the end."),
+    overwrite: bool = flag("--overwrite", "Replace an earlier run in -o."),
+    as_json: bool = json_option("Print one JSON object at the end."),
+    quiet: bool = quiet_option(),
 ) -> None:
     """Train a RAT model (Adam, cosine decay, checkpoints, exact resume; torchrun for DDP)."""
-    from ratcli.training.trainer import Trainer
-
     given = {k: v for k, v in dict(
         task=task, data=data, val=val, width=width, iters=iters, batch_size=batch_size,
         patch=patch, lr=lr, focal_beta=focal_beta, regions=regions, region_attn=region_attn,
         dose=dose, photons=photons, seed=seed, val_every=val_every, log_every=log_every,
-        workers=workers, device=device).items() if v is not None}
+        workers=workers, device=device and device.value).items() if v is not None}
+    # under torchrun every rank runs this command; only rank 0 talks
+    quiet = quiet or os.environ.get("RANK", "0") != "0"
+    say = (lambda _msg: None) if quiet else note_line
     with guard():
+        state.activity = "starting training"
+        from ratcli.training.trainer import Trainer  # torch from here on
+
         cfg, run = _train_settings(given, scale=scale, config=config, resume=resume, out=out)
-        with progress() as bar:
-            tid = bar.add_task("train", total=cfg.iters)
-            trainer = Trainer(
-                cfg, run, resume=resume is not None, overwrite=overwrite,
-                on_progress=lambda step, total, info: bar.update(
-                    tid, completed=step, description=f"train loss {info['loss']:.4g}"),
-                on_message=lambda msg: console.print(msg, markup=False, highlight=False,
-                                                     soft_wrap=True))
+        with progress(disable=quiet) as bar:
+            live = bar.live.is_started
+            # from the first second: data loading can take minutes before step 1
+            tid = bar.add_task(f"train {cfg.task}: loading data", total=None)
+            if not live:
+                say(f"train {cfg.task}: loading data ({cfg.data}) into {run}")
+            state.activity = f"loading training data for {run}"
+            started = time.monotonic()
+
+            def on_progress(step: int, total: int, info: dict) -> None:
+                state.activity = f"training {run} (step {step} of {total})"
+                bar.update(tid, completed=step, total=total,
+                           description=f"train {cfg.task}: loss {info['loss']:.4g}")
+                if not live and (step % cfg.log_every == 0 or step in (1, total)):
+                    say(f"step {step}/{total}  loss {info['loss']:.4g}  lr {info['lr']:.3g}  "
+                        f"{time.monotonic() - started:.0f} s")
+
+            trainer = Trainer(cfg, run, resume=resume is not None, overwrite=overwrite,
+                              on_progress=on_progress, on_message=say)
+            bar.update(tid, description=f"train {cfg.task}: step 1", total=cfg.iters)
+            if not live:
+                say(f"train {cfg.task}: data ready after {time.monotonic() - started:.0f} s; "
+                    f"{cfg.iters} steps")
             try:
                 result = trainer.fit(stop_at=stop_at)
             finally:
                 trainer.close()
+        state.activity = "finishing"
     if not trainer.ctx.is_main:
         return
     record = {"run": str(result.out), "step": result.step, "finished": result.finished,
@@ -101,24 +151,24 @@ def train(
         emit_json(record)
         return
     best = result.best or {}
-    typer.echo(f"run: {result.out} (step {result.step}/{cfg.iters})")
+    echo(f"run: {result.out} (step {result.step}/{cfg.iters})")
     if best:
-        typer.echo(f"best validation: step {best['step']}, loss {best['val_loss']:.5g}, "
-                   f"PSNR {best['val_psnr']:.2f} dB"
-                   + (f" (input {best['val_psnr_input']:.2f} dB)" if "val_psnr_input" in best
-                      else ""))
+        echo(f"best validation: step {best['step']}, loss {best['val_loss']:.5g}, "
+             f"PSNR {best['val_psnr']:.2f} dB"
+             + (f" (input {best['val_psnr_input']:.2f} dB)" if "val_psnr_input" in best
+                else ""))
     if result.model:
-        typer.echo(f"model: {result.model}  sha256 {result.sha256}")
+        echo(f"model: {result.model}  sha256 {result.sha256}")
 
 
 @app.command("evaluate")
 def evaluate_command(
-    task: str = typer.Option(..., "--task", help=_TASK),
+    task: str = typer.Option(..., "--task", help=_TASK, show_default=False),
     weights: list[str] = typer.Option([], "--weights", help="Checkpoint (path or manifest "
                                       "name); repeat to compare several."),
-    data: str = typer.Option(..., "--data", help=_DATA),
+    data: str = typer.Option(..., "--data", help=_DATA, show_default=False),
     scale: int | None = typer.Option(None, "--scale", help="SR factor for --task sr."),
-    out: Path | None = typer.Option(None, "--out", "-o", help="Report folder "
+    out: Path | None = typer.Option(None, "-o", "--output", "--out", help="Report folder "
                                     "(default eval/<task>)."),
     baselines: str = typer.Option("all", "--baselines", help="Comma list of input, nlm, tv, "
                                   "bm3d (denoising) or bicubic (SR); all; or none."),
@@ -128,28 +178,34 @@ def evaluate_command(
     photons: float = typer.Option(1e6, "--photons", help="CT simulation: photons per ray at "
                                   "full dose."),
     sim_seed: int = typer.Option(99, "--sim-seed", help="Seed of the simulated degradation."),
-    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | mps."),
+    device: DeviceChoice = device_option(),
     figures: int = typer.Option(3, "--figures", help="Images in figure.png (0: none)."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an earlier report."),
-    as_json: bool = typer.Option(False, "--json", help="Print the summary as one JSON object."),
+    overwrite: bool = flag("--overwrite", "Replace an earlier report."),
+    as_json: bool = json_option("Print the summary as one JSON object."),
+    quiet: bool = quiet_option(),
 ) -> None:
     """Evaluate models and classical baselines: PSNR/SSIM/RMSE per image and aggregated."""
-    from ratcli.tasks import get_task
-    from ratcli.training.degrade import make_degradation
-    from ratcli.training.evaluate import evaluate
-
     with guard():
+        state.activity = "starting the evaluation"
+        from ratcli.tasks import get_task  # torch from here on
+        from ratcli.training.config import resolve_task_name
+        from ratcli.training.degrade import make_degradation
+        from ratcli.training.evaluate import evaluate
+
         spec = get_task(resolve_task_name(task, scale))
         chosen = None if baselines == "all" else [
             b.strip() for b in baselines.split(",") if b.strip() and b.strip() != "none"]
-        with progress() as bar:
-            tid = bar.add_task("evaluate", total=None)
+        folder = out or Path("eval") / spec.name
+        state.activity = f"evaluating into {folder}"
+        with progress(disable=quiet) as bar:
+            tid = bar.add_task(f"evaluate {spec.name}", total=None)
             report = evaluate(
-                spec, weights=weights, data=data, out=out or Path("eval") / spec.name,
-                baselines=chosen, regions=regions, sim_seed=sim_seed, device=device,
+                spec, weights=weights, data=data, out=folder,
+                baselines=chosen, regions=regions, sim_seed=sim_seed, device=device.value,
                 degradation=make_degradation(spec, dose=dose, photons=photons),
                 figures=figures, overwrite=overwrite,
                 on_progress=lambda done, total: bar.update(tid, completed=done, total=total))
+        state.activity = "finishing"
     if as_json:
         emit_json({"task": report.task, "summary": report.summary,
                    "files": {k: str(v) for k, v in report.files.items()}})
@@ -158,8 +214,16 @@ def evaluate_command(
 
 
 def _train_settings(given: dict, *, scale: int | None, config: Path | None,
-                    resume: Path | None, out: Path | None) -> tuple[TrainConfig, Path]:
-    """The run's TrainConfig and folder from options, a config file or a resumed run."""
+                    resume: Path | None, out: Path | None) -> tuple[Any, Path]:
+    """The run's TrainConfig and folder from options, a config file or a resumed run;
+    a new run starts from its task's recipe defaults."""
+    from ratcli.training.config import (
+        RECIPE_DEFAULTS,
+        TrainConfig,
+        load_config_file,
+        resolve_task_name,
+    )
+
     if resume is not None:
         if config is not None or out is not None:
             raise UsageError("--resume continues a run in its own folder with its saved "
@@ -176,12 +240,17 @@ def _train_settings(given: dict, *, scale: int | None, config: Path | None,
     values = (load_config_file(config) if config else {}) | given
     if scale is not None or values.get("task") == "sr":
         values["task"] = resolve_task_name(values.get("task", "sr"), scale)
+    name = resolve_task_name(values.get("task", TrainConfig.task))
+    values = RECIPE_DEFAULTS.get(name, {}) | values
     cfg = TrainConfig.from_dict(values, source=str(config or "options"))
     return cfg, out or Path("runs") / cfg.task
 
 
-def _print_table(report) -> None:
+def _print_table(report: Any) -> None:
     """One row per metric, one column per method: mean ± std and the 95 % CI, on stdout."""
+    from rich.console import Console
+    from rich.table import Table
+
     columns = [c for c in report.definitions if not all(
         math.isnan(s[c]["mean"]) for s in report.summary.values())]
     kinds = {m["name"]: m["kind"] for m in report.methods}

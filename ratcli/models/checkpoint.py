@@ -12,10 +12,10 @@ from pathlib import Path
 
 import torch
 
+from ratcli.checksum import cached_sha256, sha256_file
 from ratcli.errors import CheckpointError
 from ratcli.io.atomic import atomic_output
 from ratcli.models.rat import RATConfig, RegionAttentionTransformer, build_rat
-from ratcli.weights import sha256_file
 
 __all__ = ["Checkpoint", "save_checkpoint", "load_checkpoint", "save_tagged", "load_tagged",
            "sha256_file"]
@@ -65,8 +65,9 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         config = RATConfig(**payload["config"])
     except (TypeError, KeyError) as exc:
         raise CheckpointError(f"{path}: bad model config in checkpoint ({exc})") from exc
+    # remembered by (size, mtime): resolve_weights usually hashed this file just now
     return Checkpoint(config, payload["state_dict"], payload.get("meta", {}), Path(path),
-                      sha256_file(path))
+                      cached_sha256(path))
 
 
 def save_tagged(path: str | Path, fmt: str, payload: dict) -> None:

@@ -16,7 +16,21 @@ from ratcli.models import RATConfig
 from ratcli.tasks import TaskSpec, get_task
 from ratcli.training.degrade import Degradation, make_degradation
 
-__all__ = ["TrainConfig", "load_config_file", "resolve_task_name"]
+__all__ = ["TrainConfig", "load_config_file", "resolve_task_name", "RECIPE_DEFAULTS"]
+
+_RECIPE = {"width": 16, "lr": 1e-3, "betas": (0.9, 0.999), "focal_beta": 1.0,
+           "regions": "classical"}
+# What the shipped weights were trained with (weights/recipes/<task>.toml, less data,
+# validation and device): `rat train --task T` starts from these, a config file and
+# options override them. CT needs the model-side input affine and detail channel.
+RECIPE_DEFAULTS: dict[str, dict] = {
+    "ct": {**_RECIPE, "input_shift": 0.25, "input_gain": 4.0, "input_detail": 40.0,
+           "iters": 5000, "batch_size": 8, "patch": 64, "dose": 0.25, "photons": 1e6,
+           "val_every": 250},
+    "pet": {**_RECIPE, "iters": 4000, "batch_size": 8, "patch": 64, "val_every": 250},
+    "sr-x2": {**_RECIPE, "iters": 500, "batch_size": 4, "patch": 96, "val_every": 100},
+    "sr-x4": {**_RECIPE, "iters": 500, "batch_size": 4, "patch": 96, "val_every": 100},
+}
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,91 @@
+"""SIGTERM, SIGHUP and SIGINT stop `rat` like Ctrl-C: temp files removed, exit 128+N,
+one line naming what was interrupted; a reader closing stdout (`| head -n1`) ends the
+run quietly. Each test runs a real `rat` process and signals it while it writes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+
+from ratcli.models import RATConfig, build_rat, save_checkpoint
+
+SMALL = dict(width=8, num_groups=1, layers_per_group=1, enc_blocks=1, dec_blocks=1)
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+def _checkpoint(path: Path, task: str, channels: int, scale: int = 1) -> str:
+    torch.manual_seed(0)
+    cfg = RATConfig(in_channels=channels, out_channels=channels, scale=scale, **SMALL)
+    save_checkpoint(path, build_rat(cfg), cfg, meta={"task": task})
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def slide(tmp_path_factory) -> tuple[Path, str]:
+    """A 2048^2 pyramidal slide (glass with tissue in the last chunk, so the output
+    pyramid is written from the start) and a small x4 checkpoint."""
+    from ratcli.io.wsi import PyramidWriter, SlideWriterConfig, slide_tiles
+    from ratcli.phantoms import he_tile
+
+    folder = tmp_path_factory.mktemp("slide")
+    rgb = np.full((2048, 2048, 3), 243, np.uint8)
+    rgb[-128:, -128:] = he_tile(size=128)
+    PyramidWriter(folder / "big.tif", width=2048, height=2048,
+                  config=SlideWriterConfig(tile_px=512), mpp=(0.5, 0.5)
+                  ).write(slide_tiles(rgb, 512))
+    return folder / "big.tif", _checkpoint(folder / "x4.pt", "sr-x4", 3, scale=4)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP, signal.SIGINT])
+def test_signal_while_writing_cleans_up(tmp_path, slide, sig):
+    src, weights = slide
+    out = tmp_path / "out"
+    out.mkdir()
+    cmd = [sys.executable, "-m", "ratcli", "sr", str(src), "-o", str(out / "big.tif"),
+           "--scale", "4", "--tile", "64", "--regions", "none", "--weights", weights]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=ENV)
+    deadline = time.monotonic() + 120
+    temp: list[Path] = []
+    while time.monotonic() < deadline and proc.poll() is None and not temp:
+        # the output's temp file exists and holds tiles: rat is writing it now
+        temp = [p for p in out.iterdir() if p.name.startswith(".rat-tmp-")
+                and p.stat().st_size > 100_000]
+        time.sleep(0.01)
+    assert temp and proc.poll() is None, "finished before it could be signalled"
+    proc.send_signal(sig)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + sig, stderr
+    assert list(out.iterdir()) == []  # no temp file, no partial output
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1, stderr
+    assert f"interrupted by {signal.Signals(sig).name}" in lines[0]
+    assert f"restoring {src}" in lines[0] and "Traceback" not in stderr
+    assert stdout == ""
+
+
+def test_closed_stdout_ends_quietly(tmp_path):
+    """`rat denoise ... --json | head -n1`: no BrokenPipe "internal error", exit 141."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for i in range(3):
+        sitk.WriteImage(sitk.GetImageFromArray(np.full((2, 24, 24), 100.0 * i, np.float32)),
+                        str(folder / f"v{i}.nii.gz"))
+    weights = _checkpoint(tmp_path / "ct.pt", "ct", 1)
+    script = (f"{sys.executable} -m ratcli denoise {folder} -o {tmp_path / 'out'} --json "
+              f"--regions none --weights {weights} | head -n1; "
+              "echo \"rat exit ${PIPESTATUS[0]}\" >&2")
+    proc = subprocess.run(["bash", "-c", script], capture_output=True, text=True, env=ENV,
+                          timeout=300)
+    assert json.loads(proc.stdout)["status"] == "ok"
+    assert proc.stderr.strip() == "rat exit 141", proc.stderr
