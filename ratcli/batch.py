@@ -30,6 +30,7 @@ from pathlib import Path
 
 from ratcli.errors import (
     CheckpointError,
+    ChecksumError,
     OutputExistsError,
     OutputNotWritableError,
     RatError,
@@ -46,7 +47,7 @@ __all__ = ["Result", "Job", "OutputRule", "Plan", "OnStart", "plan_batch", "run_
 OnStart = Callable[[Source, Path, int, int], None]
 
 # Failures that concern every input of the run: they abort it instead of being recorded.
-RUN_WIDE = (UsageError, CheckpointError, WeightsNotFoundError)
+RUN_WIDE = (UsageError, CheckpointError, ChecksumError, WeightsNotFoundError)
 
 
 @dataclass
