@@ -17,7 +17,8 @@ import torch
 
 from ratcli.models.checkpoint import load_tagged, save_tagged
 
-__all__ = ["STATE_FORMAT", "save_state", "load_state", "capture_rng", "restore_rng"]
+__all__ = ["STATE_FORMAT", "save_state", "load_state", "capture_rng", "restore_rng",
+           "seed_everything"]
 
 STATE_FORMAT = "rat-train-state/1"
 
@@ -51,3 +52,10 @@ def restore_rng(rng: dict) -> None:
     np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
     version, internal, gauss_next = rng["python"]
     random.setstate((version, tuple(internal), gauss_next))
+
+
+def seed_everything(seed: int) -> None:
+    """Seed torch, numpy and Python's random (model init, patches, simulation)."""
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    random.seed(seed)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import math
-import random
 import shutil
 import time
 from collections.abc import Callable, Iterator
@@ -38,7 +37,14 @@ from ratcli.training.config import TrainConfig
 from ratcli.training.data import load_pairs, parse_data_spec, split_pairs
 from ratcli.training.distributed import barrier, init_distributed, shutdown, unwrap, wrap_model
 from ratcli.training.patches import PatchDataset, TrainSlice, prepare_slices
-from ratcli.training.state import capture_rng, load_state, restore_rng, save_state
+from ratcli.training.runlog import RunLog
+from ratcli.training.state import (
+    capture_rng,
+    load_state,
+    restore_rng,
+    save_state,
+    seed_everything,
+)
 from ratcli.training.validate import validate
 
 __all__ = ["Trainer", "TrainResult", "RUN_FILES", "ProgressFn"]
@@ -84,11 +90,12 @@ class Trainer:
         self.ctx, self.device = init_distributed(resolve_device(config.device))
         self.on_progress = on_progress if self.ctx.is_main else None
         self.on_message = (on_message or (lambda _msg: None)) if self.ctx.is_main else _silent
+        self.log = RunLog(self.out, enabled=self.ctx.is_main)
         if not resume:
             # every rank checks, before anyone writes, so that all stop or none does
             self._check_out(overwrite)
         barrier(self.ctx)
-        _seed_everything(config.seed)
+        seed_everything(config.seed)
         self.region_method = config.regions
         self.data_record = self._load_data()
         model = build_rat(config.model_config())
@@ -126,7 +133,7 @@ class Trainer:
             lr = self.scheduler.get_last_lr()[0]
             if self.step % cfg.log_every == 0 or self.step == end:
                 loss = self._mean_across_ranks(loss)
-                self._log({"step": self.step, "loss": loss, "lr": lr, "grad_norm": grad_norm,
+                self.log.append({"step": self.step, "loss": loss, "lr": lr, "grad_norm": grad_norm,
                            "seconds": round(time.monotonic() - started, 3)})
             if self.on_progress is not None:
                 self.on_progress(self.step, cfg.iters, {"loss": loss, "lr": lr})
@@ -217,7 +224,7 @@ class Trainer:
         self.step, self.best = int(state["step"]), state["best"]
         restore_rng(state["rng"])
         if self.ctx.is_main:
-            self._truncate_log(self.step)
+            self.log.truncate_after(self.step)
             self.on_message(f"resumed {self.out} at step {self.step}")
 
     # -- the loop, in call order ---------------------------------------------------------
@@ -264,7 +271,7 @@ class Trainer:
             record = validate(unwrap(self.model), self.val_slices, task=self.config.spec,
                               device=self.device, dtype=self.amp_dtype)
             record = {"step": self.step, **record}
-            self._log(record)
+            self.log.append(record)
             improved = self.best is None or record["val_loss"] < self.best["val_loss"]
             if improved:
                 self.best = record
@@ -318,22 +325,6 @@ class Trainer:
             tmp.write_text(f"{sha}  model.pt\n")
         return path, sha
 
-    # -- small helpers -----------------------------------------------------------------
-
-    def _log(self, record: dict) -> None:
-        if self.ctx.is_main:
-            with open(self.out / "metrics.jsonl", "a") as fh:
-                fh.write(json.dumps(record) + "\n")
-
-    def _truncate_log(self, step: int) -> None:
-        """Drop log lines written after the state being resumed (a crash left them)."""
-        log = self.out / "metrics.jsonl"
-        if not log.exists():
-            return
-        keep = [ln for ln in log.read_text().splitlines() if json.loads(ln)["step"] <= step]
-        with atomic_output(log, overwrite=True) as tmp:
-            tmp.write_text("".join(ln + "\n" for ln in keep))
-
 
 def _cosine(floor: float, iters: int) -> Callable[[int], float]:
     """LR factor at step s: cosine from 1 at s = 0 down to `floor` at s = iters."""
@@ -347,12 +338,6 @@ def _zero_output_layer(model: torch.nn.Module) -> None:
     a random head."""
     torch.nn.init.zeros_(model.head.weight)
     torch.nn.init.zeros_(model.head.bias)
-
-
-def _seed_everything(seed: int) -> None:
-    torch.manual_seed(seed)
-    np.random.seed(seed)
-    random.seed(seed)
 
 
 def _silent(_message: str) -> None:
