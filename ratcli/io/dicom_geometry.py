@@ -16,7 +16,7 @@ import numpy as np
 from ratcli.errors import GeometryMismatchError, InputFormatError
 
 __all__ = ["DicomMeta", "Frame", "frames_of", "geometry", "off_grid_mm", "check_one_grid",
-           "first_item", "item_at", "rescale_of"]
+           "rescale_of"]
 
 # Positions closer than this (mm) along the normal are "the same slice".
 _SAME_POSITION_MM = 1e-3

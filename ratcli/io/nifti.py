@@ -25,7 +25,7 @@ from ratcli.io.image import Domain, Image
 from ratcli.io.nifti_header import COMPLEX_TYPES, copy_geometry, read_header, scan_voxels
 from ratcli.io.provenance import describe_provenance
 
-__all__ = ["read_nifti", "write_nifti", "FORMAT"]
+__all__ = ["read_nifti", "FORMAT"]
 
 # ITK writes this metadata key into the 80-character NIfTI `descrip` field.
 _DESCRIP_KEY = "ITK_FileNotes"

@@ -24,7 +24,7 @@ from ratcli.io.formats import Format
 from ratcli.io.image import Domain, Image
 from ratcli.io.provenance import describe_provenance
 
-__all__ = ["read_plain", "write_plain", "FORMAT"]
+__all__ = ["read_plain", "FORMAT"]
 
 _TIFF = (".tif", ".tiff")
 _PNG = (".png",)

@@ -32,7 +32,6 @@ from ratcli.io.wsi_pyramid import (
 __all__ = [
     "SlideReader",
     "read_slide",
-    "write_slide",
     "write_slide_tiles",
     "FORMAT",
     # re-exported from wsi_pyramid, where the pyramid is built

@@ -15,7 +15,7 @@ from ratcli.regions.base import (
     to_uint8,
     upscale_labels,
 )
-from ratcli.regions.cache import CachedPartitioner, RegionCache, default_cache_dir
+from ratcli.regions.cache import CachedPartitioner, RegionCache
 from ratcli.regions.classical import ClassicalPartitioner
 from ratcli.regions.factory import FALLBACK_MESSAGE, Method, make_partitioner
 
@@ -28,7 +28,6 @@ __all__ = [
     "Partitioner",
     "PrecomputedPartitioner",
     "RegionCache",
-    "default_cache_dir",
     "make_partitioner",
     "to_uint8",
     "upscale_labels",

@@ -27,7 +27,7 @@ from ratcli.errors import OutputExistsError, OutputNotWritableError
 from ratcli.io.atomic import TEMP_PREFIX, atomic_output
 from ratcli.regions.base import Partitioner, check_slice, to_uint8
 
-__all__ = ["RegionCache", "CachedPartitioner", "default_cache_dir", "cache_enabled",
+__all__ = ["RegionCache", "CachedPartitioner",
            "NO_CACHE_ENV"]
 
 KEY_VERSION = b"rat-regions/1"

@@ -18,7 +18,7 @@ import numpy as np
 
 from ratcli.regions.base import Partitioner, to_uint8
 
-__all__ = ["ClassicalPartitioner", "merge_regions"]
+__all__ = ["ClassicalPartitioner"]
 
 
 class ClassicalPartitioner(Partitioner):

@@ -29,7 +29,7 @@ from ratcli.regions.base import Partitioner
 from ratcli.regions.overlay import overlay_montage
 from ratcli.tasks import TASKS, task_for_modality
 
-__all__ = ["RegionsResult", "regions_many", "label_image", "LABEL_SUFFIXES"]
+__all__ = ["RegionsResult", "regions_many", "LABEL_SUFFIXES"]
 
 # suffixes a label map may be written as: writers that take any image
 LABEL_SUFFIXES = output_suffixes(any_image=True)

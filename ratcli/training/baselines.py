@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from ratcli.errors import UsageError
 from ratcli.tasks import TaskSpec
 
-__all__ = ["BASELINES", "baselines_for", "run_baseline", "bm3d_available"]
+__all__ = ["BASELINES", "baselines_for", "run_baseline"]
 
 # Strength multiples of sigma (see the module docstring): (true sigma, estimated sigma).
 NLM_H = (0.8, 1.0)
