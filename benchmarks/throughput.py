@@ -8,7 +8,8 @@ One run measures, side by side under the same load and thread count:
 3. a 64-slice series in one `rat denoise` call: slices per minute against calling rat
    once per slice;
 4. forward FLOP/s (torch.utils.flop_counter.FlopCounterMode) at width 16 and 32, as a
-   fraction of a measured fp32 2048^3 matmul. FlopCounterMode counts matmuls and
+   fraction of a measured fp32 2048^3 matmul, in wall time at the run's thread count and
+   in CPU time on one thread (steadier on a shared machine). FlopCounterMode counts matmuls and
    convolutions only; it has no formula for the CPU attention kernel
    (aten::_scaled_dot_product_flash_attention_for_cpu), so the attention FLOPs
    (4 * L_q * L_k * head_dim per head) are added here and both figures are printed;
@@ -242,19 +243,50 @@ def _child_flops(path: str) -> dict:
     w16 = ckpt.build(torch.device("cpu")).eval()
     w32 = build_rat(type(ckpt.config)(**{**ckpt.config.to_dict(), "width": 32})).eval()
     a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
-    out = {"matmul": 2 * 2048**3 / _best(lambda: a @ b)}
-    with torch.inference_mode():
+    out: dict = {}
+    # wall time at the benchmark's thread count, and CPU time on one thread (steadier on
+    # a shared machine); the matmul is measured the same two ways
+    for mode, threads, clock in (("wall", torch.get_num_threads(), time.perf_counter),
+                                 ("cpu1", 1, time.process_time)):
+        torch.set_num_threads(threads)
+        res = {"matmul": 2 * 2048**3 / _best(lambda: a @ b, clock=clock)}
+        with torch.inference_mode():
+            for name, model in (("w16", w16), ("w32", w32)):
+                res[name] = {"seconds": _best(lambda m=model: m(x, r), clock=clock)}
+        out[mode] = res
+    with torch.inference_mode(), _unpadded():
         for name, model in (("w16", w16), ("w32", w32)):
-            attn = _attention_flops(model, x, r)
             with FlopCounterMode(display=False) as fc:
                 model(x, r)
-            sec = _best(lambda m=model: m(x, r))
-            out[name] = {"seconds": sec, "counted": fc.get_total_flops(), "attention": attn}
+            out[name] = {"counted": fc.get_total_flops(),
+                         "attention": _attention_flops(model, x, r)}
     return out
 
 
+def _unpadded():
+    """Count the model's own arithmetic: switch off the CPU head-dim zero padding (new
+    code) so FlopCounterMode does not count multiplications by the padded zeros."""
+    import contextlib
+
+    import ratcli.models.blocks as blocks
+
+    @contextlib.contextmanager
+    def ctx():
+        saved = getattr(blocks, "_CPU_MIN_HEAD_DIM", None)
+        if saved is not None:
+            blocks._CPU_MIN_HEAD_DIM = 0
+        try:
+            yield
+        finally:
+            if saved is not None:
+                blocks._CPU_MIN_HEAD_DIM = saved
+
+    return ctx()
+
+
 def _attention_flops(model, x, r) -> int:
-    """4 * Lq * Lk * D per head of every CPU attention call in one forward."""
+    """4 * Lq * Lk * D per head of every CPU attention call in one forward; D is the true
+    head dim (from the logit scale when the call's head dim is zero-padded)."""
     import torch
 
     total = 0
@@ -262,7 +294,8 @@ def _attention_flops(model, x, r) -> int:
 
     def counting(q, k, v, *a, **kw):
         nonlocal total
-        total += 4 * q.shape[:-2].numel() * q.shape[-2] * k.shape[-2] * q.shape[-1]
+        d = round(kw["scale"] ** -2) if kw.get("scale") else q.shape[-1]
+        total += 4 * q.shape[:-2].numel() * q.shape[-2] * k.shape[-2] * d
         return sdpa(q, k, v, *a, **kw)
 
     torch.nn.functional.scaled_dot_product_attention = counting
@@ -300,13 +333,13 @@ def _child_sr(scale: str, size: str) -> dict:
     return {"seconds": sec, "mp": out.array[0].shape[0] * out.array[0].shape[1] / 1e6}
 
 
-def _best(fn, repeats: int = 3) -> float:
+def _best(fn, repeats: int = 3, clock=time.perf_counter) -> float:
     fn()
     times = []
     for _ in range(repeats):
-        t = time.perf_counter()
+        t = clock()
         fn()
-        times.append(time.perf_counter() - t)
+        times.append(clock() - t)
     return min(times)
 
 
@@ -341,15 +374,19 @@ def _report_series(ser: dict, e2e: dict, n: int) -> None:
 
 
 def _report_flops(f: dict) -> None:
-    mm = f["matmul"]
-    print(f"\n4. forward FLOP/s, 256^2 crop (fp32 2048^3 matmul: {mm / 1e9:.1f} GFLOP/s)")
-    for name in ("w16", "w32"):
-        d = f[name]
-        counted, total = d["counted"] / d["seconds"], (d["counted"] + d["attention"]) / d["seconds"]
-        print(f"  {name}: {d['seconds']:.3f} s; FlopCounterMode {d['counted'] / 1e9:.2f} GFLOP "
-              f"-> {counted / 1e9:.1f} GFLOP/s ({counted / mm:.1%} of matmul); with attention "
-              f"{(d['counted'] + d['attention']) / 1e9:.2f} GFLOP -> {total / mm:.1%}")
-    print(f"  width 32 / width 16 time: {f['w32']['seconds'] / f['w16']['seconds']:.2f}x")
+    print("\n4. forward FLOP/s, 256^2 crop with its real region map (FLOPs of the model's own "
+          "arithmetic, head-dim padding not counted)")
+    for mode, label in (("wall", "wall time, all threads"), ("cpu1", "CPU time, 1 thread")):
+        mm = f[mode]["matmul"]
+        print(f"  {label}: fp32 2048^3 matmul {mm / 1e9:.1f} GFLOP/s")
+        for name in ("w16", "w32"):
+            sec, n = f[mode][name]["seconds"], f[name]["counted"]
+            total = n + f[name]["attention"]
+            print(f"    {name}: {sec:.3f} s; FlopCounterMode {n / 1e9:.2f} GFLOP -> "
+                  f"{n / sec / mm:.1%} of matmul; + attention {total / 1e9:.2f} GFLOP -> "
+                  f"{total / sec / mm:.1%}")
+        ratio = f[mode]["w32"]["seconds"] / f[mode]["w16"]["seconds"]
+        print(f"    width 32 / width 16 time: {ratio:.2f}x")
 
 
 def _report_sr(sr: dict) -> None:
