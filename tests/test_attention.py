@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ratcli.models.attention import region_attention
+from ratcli.models.attention import RegionPlan, region_attention
 
 
 def dense_region_attention(q, k, v, labels):
@@ -99,3 +99,49 @@ def test_label_shape_is_checked():
     q, k, v = _qkv(1, 2, 10, 4)
     with pytest.raises(ValueError, match="labels"):
         region_attention(q, k, v, torch.zeros(1, 11, dtype=torch.long))
+
+
+def test_one_plan_serves_many_layers():
+    # the plan is built once per forward and reused by every layer with new q, k, v
+    g = torch.Generator().manual_seed(6)
+    labels = torch.randint(0, 9, (2, 200), generator=g)
+    plan = RegionPlan.build(labels, big=16)
+    for seed in (0, 1):
+        q, k, v = _qkv(2, 2, 200, 8, seed)
+        qkv = torch.stack((q, k, v), 1).permute(0, 3, 1, 2, 4).reshape(400, 3, 2, 8)
+        out = plan.attend(plan.group(qkv)).reshape(2, 200, 2, 8).transpose(1, 2)
+        ref = dense_region_attention(q, k, v, labels)
+        assert (out - ref).abs().max().item() < 1e-6
+
+
+def test_plan_layout_spans_buckets_and_identity():
+    one = RegionPlan.build(torch.zeros(2, 100, dtype=torch.long), big=64)
+    assert one.order is None and one.unpack is None and not one.buckets
+    assert one.spans == ((0, 100), (100, 100))  # one unpadded call per image
+    # sizes 4, 4 and 2: power-of-two buckets without padding need no key mask
+    labels = torch.tensor([[0, 1, 0, 1, 2, 0, 1, 2, 0, 1]])
+    plan = RegionPlan.build(labels, big=64)
+    assert not plan.spans and sorted(tuple(i.shape) for i, _ in plan.buckets) == [(1, 2), (2, 4)]
+    assert all(mask is None for _, mask in plan.buckets)
+    # a size-3 region is padded to 4 and its pad key masked
+    padded = RegionPlan.build(torch.tensor([[5, 5, 5, 7]]), big=64)
+    (idx3, mask3), = [b for b in padded.buckets if b[0].shape[1] == 4]
+    assert mask3.flatten().tolist() == [True, True, True, False]
+
+
+def test_padded_head_dim_gives_the_same_region_msa():
+    from ratcli.models.blocks import RegionMSA
+
+    torch.manual_seed(0)
+    msa = RegionMSA(16, 2).double()  # head_dim 8: zero-padded to 16 on CPU
+    x = torch.randn(120, 16, dtype=torch.float64, requires_grad=True)
+    labels = torch.randint(0, 5, (1, 120), generator=torch.Generator().manual_seed(1))
+    out = msa(x, RegionPlan.build(labels, big=16))
+    q, k, v = msa.qkv(x).view(120, 3, 2, 8).permute(1, 2, 0, 3)[:, None]  # (1, 2, 120, 8)
+    ref = msa.proj(dense_region_attention(q, k, v, labels)[0].transpose(0, 1).reshape(120, 16))
+    assert (out - ref).abs().max().item() < 1e-10
+    g = torch.randn_like(out)
+    params = (x, msa.qkv.weight, msa.proj.weight)
+    for a, b in zip(torch.autograd.grad((out * g).sum(), params),
+                    torch.autograd.grad((ref * g).sum(), params), strict=True):
+        assert (a - b).abs().max().item() < 1e-9

@@ -93,3 +93,20 @@ def test_pad_to_multiple_reflects_images_and_labels_alike():
     labels = torch.tensor([[[-4, 9, 2]]])
     assert torch.equal(pad_to_multiple(labels, 4)[0, 0], torch.tensor([-4, 9, 2, 9]))
     assert torch.equal(pad_to_multiple(torch.ones(1, 1), 16), torch.ones(16, 16))
+
+
+def test_batched_images_with_different_maps_match_one_by_one():
+    # one RegionPlan covers the whole batch; images must not see each other's regions
+    torch.manual_seed(0)
+    model = build_rat(RATConfig(**SMALL)).eval()
+    for name, p in model.named_parameters():
+        if name.endswith(("lambda_r", "lambda_w", "beta", "gamma")):
+            torch.nn.init.constant_(p, 0.5)
+    x = torch.randn(3, 1, 48, 32)
+    regions = torch.stack([torch.zeros(48, 32, dtype=torch.long),
+                           torch.randint(0, 4, (48, 32)),
+                           (torch.arange(48)[:, None] // 12).expand(48, 32) * 3])
+    with torch.no_grad():
+        batched = model(x, regions)
+        single = torch.cat([model(x[i:i + 1], regions[i:i + 1]) for i in range(3)])
+    assert torch.allclose(batched, single, atol=1e-5)

@@ -1,6 +1,6 @@
 """RAT network, its blocks and checkpoint helpers."""
 
-from ratcli.models.attention import region_attention, window_attention
+from ratcli.models.attention import RegionPlan, region_attention, window_attention
 from ratcli.models.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from ratcli.models.rat import RATConfig, RegionAttentionTransformer, build_rat
 
@@ -8,6 +8,7 @@ __all__ = [
     "Checkpoint",
     "RATConfig",
     "RegionAttentionTransformer",
+    "RegionPlan",
     "build_rat",
     "load_checkpoint",
     "region_attention",
