@@ -195,14 +195,11 @@ def run_batch(
 
 
 def set_threads(threads: int | None) -> None:
-    """Use `threads` CPU threads for torch (None: leave torch's default)."""
-    if threads is None:
-        return
-    if threads < 1:
-        raise UsageError(f"--threads {threads}: must be at least 1")
-    import torch
+    """CPU threads of the forward pass: `threads` (--threads) if given, else
+    OMP_NUM_THREADS, else every CPU of the process (`inference.device.configure_threads`)."""
+    from ratcli.inference.device import configure_threads  # imports torch: only for a run
 
-    torch.set_num_threads(threads)
+    configure_threads(threads)
 
 
 # -- planning steps, in call order ---------------------------------------------------
