@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTHON ?= python3
 
-.PHONY: install test test-fast lint demo figures bench clean
+.PHONY: install test test-slow test-all lint demo figures bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,11 +20,15 @@ install: $(VENV)/.installed
 lint: install
 	$(VENV)/bin/ruff check ratcli tests benchmarks examples
 
+# the default run: everything but the end-to-end tests marked slow (about a minute)
 test: install lint
-	$(PY) -m pytest -q
-
-test-fast: install
 	$(PY) -m pytest -q -m "not slow"
+
+# end-to-end tests (shipped weights, training, subprocess signals, README commands)
+test-slow: install
+	$(PY) -m pytest -q -m slow
+
+test-all: test test-slow
 
 # outputs and figures go to examples/out/ (git-ignored): the checkout stays clean
 demo: install

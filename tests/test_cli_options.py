@@ -87,6 +87,7 @@ def _volumes(folder: Path, n: int) -> Path:
     return folder
 
 
+@pytest.mark.slow
 def test_progress_names_the_file_and_results_are_lines(tmp_path, ct_weights):
     """On a terminal (forced) the bar says "file N"; stdout holds one result per line."""
     src = _volumes(tmp_path / "in", 2)
@@ -147,6 +148,7 @@ def test_train_defaults_are_the_shipped_recipes(task):
     assert run == Path("runs") / task
 
 
+@pytest.mark.slow
 def test_train_reports_from_the_first_second(tmp_path):
     """Before the first step (data loading) and at each step, stderr says so."""
     cmd = [sys.executable, "-m", "ratcli", "train", "--task", "ct", "--data",

@@ -4,6 +4,7 @@ import importlib.util
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from ratcli.io import Domain, find_inputs, read
 
@@ -22,6 +23,7 @@ def _tree(root: Path) -> dict[str, bytes]:
     return {str(p.relative_to(root)): p.read_bytes() for p in files}
 
 
+@pytest.mark.slow
 def test_generator_is_deterministic(tmp_path):
     make = _make_examples()
     made = make.main(["--out", str(tmp_path / "a")])

@@ -118,6 +118,7 @@ def _bomb_tiff(path: Path, side: int = 30000) -> Path:
     return path
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="peak RSS read from /proc")
 def test_tiff_bomb_refused_from_header_with_low_peak_memory(tmp_path):
     bomb = _bomb_tiff(tmp_path / "bomb.tif")

@@ -115,6 +115,7 @@ def test_cache_dir_from_environment(tmp_path, monkeypatch):
     assert key != RegionCache.key(np.zeros((2, 2), np.uint8), "sam", {"a": 1})
 
 
+@pytest.mark.slow
 def test_second_rat_denoise_hits_cache(tiny_sam, spy, tmp_path, monkeypatch):
     """Acceptance: `rat denoise --regions sam` twice on one input runs SAM once; another
     SAM checkpoint (a changed setting) misses."""

@@ -119,6 +119,7 @@ def test_automatic_masks_become_a_valid_label_map(tiny_sam):
         "tiny_sam.pth:")
 
 
+@pytest.mark.slow
 def test_volume_batches_encoder_and_matches_per_slice(tiny_sam):
     path, _ = tiny_sam
     part = SamPartitioner(path, **LOOSE, batch_size=2)

@@ -46,6 +46,7 @@ def slide(tmp_path_factory) -> tuple[Path, str]:
     return folder / "big.tif", _checkpoint(folder / "x4.pt", "sr-x4", 3, scale=4)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP, signal.SIGINT])
 def test_signal_while_writing_cleans_up(tmp_path, slide, sig):
     src, weights = slide
@@ -74,6 +75,7 @@ def test_signal_while_writing_cleans_up(tmp_path, slide, sig):
     assert stdout == ""
 
 
+@pytest.mark.slow
 def test_closed_stdout_ends_quietly(tmp_path):
     """`rat denoise ... --json | head -n1`: no BrokenPipe "internal error", exit 141."""
     folder = tmp_path / "in"

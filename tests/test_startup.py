@@ -73,6 +73,7 @@ def test_missing_input_is_one_error_line_and_json_record(tmp_path, monkeypatch):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_ctrl_c_while_starting_prints_no_traceback(tmp_path):
     """SIGINT one second in, while `rat denoise` is importing torch or loading the model:
     one line, exit 130, no traceback, nothing written."""

@@ -30,6 +30,7 @@ def _isolated_cache_one_thread(tmp_path, monkeypatch):
     torch.set_num_threads(threads)
 
 
+@pytest.mark.slow
 def test_fifty_steps_lower_validation_loss_and_export_a_checkpoint(tmp_path):
     cfg = TrainConfig(**TINY | dict(iters=50, val_every=25, photons=1e4))
     trainer = Trainer(cfg, tmp_path / "run")
@@ -80,6 +81,7 @@ def _states_equal(a: dict, b: dict) -> None:
     assert a["step"] == b["step"]
 
 
+@pytest.mark.slow
 def test_twenty_steps_equal_ten_plus_resume_plus_ten_bit_for_bit(tmp_path):
     cfg = TrainConfig(**TINY | dict(iters=20, val_every=20, regions="classical", width=8,
                                     heads=4))
@@ -104,6 +106,7 @@ def test_twenty_steps_equal_ten_plus_resume_plus_ten_bit_for_bit(tmp_path):
     assert losses[0] == losses[1]
 
 
+@pytest.mark.slow
 def test_existing_run_is_refused_and_overwrite_replaces_it(tmp_path):
     cfg = TrainConfig(**TINY | dict(iters=1, val_every=1, width=8, heads=4))
     Trainer(cfg, tmp_path / "run").fit()

@@ -27,6 +27,7 @@ def rat(*args):
     return CliRunner().invoke(app, [str(a) for a in args])
 
 
+@pytest.mark.slow
 def test_train_in_chunks_with_a_config_file_and_resume(tmp_path):
     config = tmp_path / "ct.toml"
     config.write_text('data = "synthetic:ct,volumes=3,slices=2,size=32"\nwidth = 8\n'

@@ -133,6 +133,7 @@ def test_tilted_series_keeps_every_position(tmp_path, weights, table_steps):
     assert back.spacing == img.spacing
 
 
+@pytest.mark.slow
 def test_cli_restores_gantry_tilt(tmp_path, weights):
     src = tmp_path / "tilt" / "SE0002"
     tilted_series(src, table_steps=True)

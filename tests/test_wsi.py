@@ -225,6 +225,7 @@ def test_restore_stream_writes_atomically_returns_its_report_and_counts_chunks_o
         restore_stream(src, tmp_path / "out.png", restorer)
 
 
+@pytest.mark.slow
 def test_streamed_and_in_memory_slide_outputs_share_one_pyramid_layout(tmp_path):
     """`rat sr` streams a slide, the Python API restores it in memory and io.write()s it:
     both give the same tile edge and levels (issue: 256 px / 4 levels against 512 / 3)."""
