@@ -12,10 +12,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from ratcli.errors import TaskMismatchError, UsageError
+
+if TYPE_CHECKING:
+    import numpy as np
+
+# numpy is imported inside the methods: the CLI reads TASKS at start-up without it.
 
 __all__ = ["TaskSpec", "TASKS", "Modality", "Norm", "NormParams", "get_task",
            "task_for_modality", "task_from_values"]
@@ -74,6 +78,8 @@ class TaskSpec:
 
     def norm_params(self, array: np.ndarray) -> NormParams:
         """Normalisation for this image or volume (all slices share it)."""
+        import numpy as np
+
         if self.norm is Norm.HU:
             lo, hi = self.window
             return NormParams(lo, hi - lo)
@@ -85,11 +91,15 @@ class TaskSpec:
         return NormParams(0.0, top if top > 0 else 1.0)
 
     def normalize(self, array: np.ndarray, p: NormParams) -> np.ndarray:
+        import numpy as np
+
         return ((array.astype(np.float32) - p.offset) / p.scale).astype(np.float32)
 
     def denormalize(self, array: np.ndarray, p: NormParams) -> np.ndarray:
         """Model output back to the input's units, with the task's output rule applied:
         uint8 rounded and clipped to 0..255; `nonnegative` tasks clamped at 0."""
+        import numpy as np
+
         out = array.astype(np.float32) * p.scale + p.offset
         if self.norm is Norm.UINT8:
             return np.clip(np.rint(out), 0, 255).astype(np.uint8)
@@ -116,6 +126,8 @@ class TaskSpec:
         """The data range metrics use (PSNR, SSIM): the HU window for Norm.HU, 255 for
         Norm.UINT8 (1.0 for both when `normalised`, as normalisation maps exactly those
         ranges onto 0..1), else the target's own span (1.0 when flat)."""
+        import numpy as np
+
         if self.norm is Norm.HU:
             return 1.0 if normalised else self.window[1] - self.window[0]
         if self.norm is Norm.UINT8:
@@ -170,6 +182,8 @@ def task_from_values(array: np.ndarray, *, kind: str = "denoise") -> tuple[TaskS
     soft tissue near 0); pet when they are non-negative, not all integers, and not all
     zero (activity); otherwise (None, why not). RGB is never a denoising task.
     """
+    import numpy as np
+
     if kind != "denoise":
         return None, "only denoising tasks are recognised from values"
     if array.ndim == 4:

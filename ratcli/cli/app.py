@@ -28,13 +28,14 @@ import typer
 from ratcli import __version__
 from ratcli.cli import coerce
 from ratcli.errors import RatError
+from ratcli.tasks import TASKS
 
 __all__ = ["app", "console", "guard", "progress", "emit_json", "echo", "warn", "state",
            "note_line", "error_line", "result_line", "DeviceChoice", "TASK_NAMES", "flag",
            "device_option", "json_option", "quiet_option"]
 
-# `--task` choices; tests check they equal ratcli.tasks.TASKS (which imports numpy).
-TASK_NAMES = ("ct", "pet", "sr-x2", "sr-x4")
+# `--task` choices: the task table's names (ratcli.tasks imports no numpy at start-up)
+TASK_NAMES = tuple(TASKS)
 SIGPIPE_EXIT = 128 + 13
 _HANDLED = ("SIGINT", "SIGTERM", "SIGHUP")
 coerce.install()
