@@ -59,9 +59,9 @@ class Session:
     the task or the weights); weights: a manifest name or a checkpoint path (None = the
     task's default name); partitioner: a Partitioner or a `make_partitioner` method
     ("auto", "sam", "classical", "none" or a label-map path; sam_checkpoint and cache go
-    to it); threads: CPU threads for torch (None: its default); max_pixels: the largest
-    image readers accept (None: their default; handed to io.read once it takes a limit,
-    see the integrity readers); the rest go to `Restorer`.
+    to it); threads: CPU threads for torch (None: OMP_NUM_THREADS, else every CPU);
+    max_pixels: the largest image io.read decodes (None: RAT_MAX_PIXELS, else
+    io.checks.DEFAULT_MAX_PIXELS; 0: no limit); the rest go to `Restorer`.
     """
 
     def __init__(
@@ -264,7 +264,7 @@ def _restore_source(session: Session, source: Source, out: Path, *, overwrite: b
         return task, (f"slide {w}x{h} px, {len(report.levels)} levels; chunks: "
                       f"{report.chunks_model} by the model, {report.chunks_background} "
                       f"background (bicubic); tissue {report.tissue_fraction:.0%}")
-    image = read(source)
+    image = read(source, max_pixels=session.max_pixels)
     check_geometry_fits(image, out)  # before the model runs, not after
     task, note = session.pick_task(image, source.path)
     restorer, provenance = session.restorer(task)

@@ -249,3 +249,15 @@ def test_none_partitioner_is_one_type_and_matches_no_regions(ckpt):
     model = Session(device="cpu", weights=ckpt["ct"])._checkpoint(ckpt["ct"]).build("cpu")
     plain = Restorer(model, TASKS["ct"], tile=16, device="cpu").restore(image)
     np.testing.assert_allclose(with_none.array, plain.array, atol=1e-5)
+
+
+def test_max_pixels_reaches_the_reader_and_regions(tmp_path, ckpt):
+    src = _nifti(tmp_path / "in" / "a.nii.gz", np.zeros((2, 16, 16)))
+    rec = _run([src], tmp_path / "out", weights=ckpt["ct"], task="ct", max_pixels=100)["a.nii.gz"]
+    assert rec.status == "error" and "over the limit of 100" in rec.error
+    assert not (tmp_path / "out").exists() or _files(tmp_path / "out") == []
+    ok = _run([src], tmp_path / "out2", weights=ckpt["ct"], task="ct", max_pixels=512)
+    assert ok["a.nii.gz"].status == "ok"
+    labelled = list(regions_many([src], tmp_path / "lab", partitioner=make_partitioner("none"),
+                                 max_pixels=100))
+    assert labelled[0].status == "error" and "over the limit" in labelled[0].error

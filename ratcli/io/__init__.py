@@ -77,11 +77,13 @@ __all__ = [
 ]
 
 
-def read(source: Source | str | Path) -> Image:
+def read(source: Source | str | Path, *, max_pixels: int | None = None) -> Image:
     """Read one input (a Source from find_inputs, or a path that holds exactly one
-    image or series) into an Image. Errors are RatErrors naming the file."""
+    image or series) into an Image. Errors are RatErrors naming the file.
+    max_pixels: refuse images larger than this before decoding them (None: the
+    environment variable RAT_MAX_PIXELS, else io.checks.DEFAULT_MAX_PIXELS; 0: no limit)."""
     source = _one_source(source)
-    return format_of_kind(source.kind, where=source.path).read(source)
+    return format_of_kind(source.kind, where=source.path).read(source, max_pixels=max_pixels)
 
 
 def write(

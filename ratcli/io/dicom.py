@@ -197,7 +197,8 @@ FORMAT = Format(
     kind="dicom",
     label="DICOM",
     suffixes=(".dcm", ".dicom", ".ima"),
-    read=lambda source: read_dicom(source.files, name=source.path),
+    read=lambda source, max_pixels=None: read_dicom(source.files, name=source.path,
+                                                   max_pixels=max_pixels),
     write=write_dicom,
     # one .dcm for a single file (one slice or multi-frame), a folder for a series
     output_suffix=lambda source: ".dcm" if source.path.is_file() else "",

@@ -62,7 +62,8 @@ class Format:
     kind: the `Source.kind` of its inputs ("dicom", "nifti", "image", "slide").
     label: how messages name it ("NIfTI").
     suffixes: lower-case input name endings, dot included (".nii.gz").
-    read: Source -> Image (whole image in memory).
+    read: (Source, max_pixels=None) -> Image (whole image in memory); max_pixels: the
+        largest image it decodes (None: RAT_MAX_PIXELS or io.checks.DEFAULT_MAX_PIXELS).
     write: the writer, or None for a read-only format.
     output_suffix: suffix of the output written for an input of this format ("" = a
         folder), or a function of the Source when it depends on the input.
@@ -81,7 +82,7 @@ class Format:
     kind: str
     label: str
     suffixes: tuple[str, ...]
-    read: Callable[[Source], Image]
+    read: Callable[..., Image]
     write: WriteFn | None = None
     output_suffix: str | Callable[[Source], str] = ""
     writes: tuple[str, ...] = ()

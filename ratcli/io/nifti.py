@@ -227,7 +227,7 @@ FORMAT = Format(
     kind="nifti",
     label="NIfTI",
     suffixes=(".nii.gz", ".nii"),
-    read=lambda source: read_nifti(source.path),
+    read=lambda source, max_pixels=None: read_nifti(source.path, max_pixels=max_pixels),
     write=write_nifti,
     output_suffix=lambda source: ".nii.gz" if source.path.name.lower().endswith(".gz")
     else ".nii",

@@ -253,7 +253,7 @@ FORMAT = Format(
     kind="image",
     label="PNG/TIFF/JPEG",
     suffixes=(".png", ".tif", ".tiff", ".jpg", ".jpeg"),
-    read=lambda source: read_plain(source.path),
+    read=lambda source, max_pixels=None: read_plain(source.path, max_pixels=max_pixels),
     write=write_plain,
     output_suffix=lambda source: ".tif" if source.path.suffix.lower() in _TIFF else ".png",
     writes=_PNG + _TIFF,

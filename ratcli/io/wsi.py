@@ -101,14 +101,18 @@ class SlideReader:
         self.close()
 
 
-def read_slide(path: str | Path, *, max_pixels: int = 1 << 28) -> Image:
+# Largest slide read whole into memory (RGB uint8: 768 MB).
+_IN_MEMORY_SLIDE_PIXELS = 1 << 28
+
+
+def read_slide(path: str | Path, *, max_pixels: int | None = None) -> Image:
     """A whole slide's level 0 in memory: Image (1, H, W, 3) uint8, spacing in mm
     (MPP / 1000), meta {"format": "slide", "mpp": (x, y) | None, "properties": {...}}.
 
-    Only for slides that fit in memory (`max_pixels`); `rat sr` streams instead
-    (ratcli.inference.slide)."""
+    Only for slides that fit in memory (`max_pixels`, default 2^28 pixels); `rat sr`
+    streams instead (ratcli.inference.slide)."""
     with SlideReader(path) as r:
-        if r.width * r.height > max_pixels:
+        if r.width * r.height > (max_pixels or _IN_MEMORY_SLIDE_PIXELS):
             raise InputFormatError(f"{r.path}: slide of {r.width}x{r.height} pixels is too "
                                    "large to read into memory; restore it with `rat sr`")
         rgb = r.read(0, 0, r.width, r.height)
@@ -194,7 +198,7 @@ FORMAT = Format(
     kind="slide",
     label="whole-slide",
     suffixes=(".svs", ".ndpi", ".mrxs", ".scn", ".vms", ".bif"),
-    read=lambda source: read_slide(source.path),
+    read=lambda source, max_pixels=None: read_slide(source.path, max_pixels=max_pixels),
     write=write_slide,
     output_suffix=".tif",
     writes=(".tif", ".tiff"),

@@ -93,7 +93,6 @@ def regions_many(
     if task not in ("auto", "none") and task not in TASKS:
         raise UsageError(f"--task {task}: choose auto, none or one of {', '.join(TASKS)}")
     set_threads(threads)
-    del max_pixels  # accepted for the CLI; io.read takes no limit yet (readers' default)
 
     def overlays(source: Source, out: Path, count: int) -> tuple[Path, ...]:
         if overlay is None:
@@ -108,7 +107,7 @@ def regions_many(
     plan = plan_batch(inputs, output, rule, overwrite=overwrite, raise_errors=raise_errors)
 
     def work(job: Job, info: dict) -> None:
-        image = read(job.source)
+        image = read(job.source, max_pixels=max_pixels)
         labels = label_image(image, partitioner, task=task, tile=tile)
         write(_labels_as_image(image, labels, job.output), job.output, overwrite=overwrite,
               provenance={"task": f"regions:{partitioner.name}"})
