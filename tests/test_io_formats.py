@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ratcli.errors import UsageError
+from ratcli.errors import ImageTooLargeError, UsageError
 from ratcli.io import (
     Domain,
     Format,
@@ -22,13 +22,16 @@ from ratcli.io import (
     write,
 )
 from ratcli.io.atomic import atomic_output
+from ratcli.io.checks import check_pixels
 from ratcli.io.formats import writer_for
 from ratcli.io.wsi import PyramidWriter, slide_tiles
 
 
-def _read_toy(source) -> Image:
+def _read_toy(source, max_pixels: int | None = None) -> Image:
     with open(source.path, "rb") as fh:
-        return Image(np.load(fh), meta={"format": "toy"}, source=source.path)
+        array = np.load(fh)
+    check_pixels(source.path, array.shape, max_pixels)
+    return Image(array, meta={"format": "toy"}, source=source.path)
 
 
 def _write_toy(image: Image, path: Path, *, overwrite: bool = False,
@@ -56,6 +59,8 @@ def test_a_registered_toy_format_round_trips_through_io_and_leaves_when_unregist
         assert output_path_for(src, tmp_path / "out") == tmp_path / "out" / "a.toy"
         back = read(out)
         np.testing.assert_array_equal(back.array, image.array)
+        with pytest.raises(ImageTooLargeError):  # io.read hands its pixel limit on
+            read(out, max_pixels=image.array.size - 1)
         with pytest.raises(UsageError, match="already registered"):
             register(TOY)
     finally:
