@@ -77,3 +77,20 @@ def test_evaluate_reports_activity_metrics_for_pet(tmp_path):
     saved = json.loads((tmp_path / "report.json").read_text())
     assert saved["volume_summary"]["input"]["total_change_pct"]["n"] == 1
     assert len(saved["volumes"]) == 2
+
+
+def test_rat_evaluate_prints_the_pet_quantification(tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from ratcli.cli import app
+
+    args = ["evaluate", "--task", "pet", "--data", "synthetic:pet,volumes=1,slices=2,size=48",
+            "--baselines", "input", "-o", str(tmp_path / "ev"), "--figures", "0"]
+    table = CliRunner().invoke(app, args)
+    assert table.exit_code == 0, table.output
+    assert "PET quantification" in table.stdout and "total_change_pct" in table.stdout
+    as_json = CliRunner().invoke(app, [*args, "--overwrite", "--json"])
+    summary = json.loads(as_json.stdout)["volume_summary"]["input"]
+    assert summary["min"]["mean"] >= 0 and "contrast_change_pct" in summary

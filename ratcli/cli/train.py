@@ -208,6 +208,7 @@ def evaluate_command(
         state.activity = "finishing"
     if as_json:
         emit_json({"task": report.task, "summary": report.summary,
+                   **({"volume_summary": report.volume_summary} if report.volumes else {}),
                    "files": {k: str(v) for k, v in report.files.items()}})
         return
     _print_table(report)
@@ -265,6 +266,16 @@ def _print_table(report: Any) -> None:
     # a pipe or file gets a wide table instead of one squeezed to 80 columns
     out = Console() if Console().is_terminal else Console(width=200)
     out.print(table)
+    if report.volumes:  # PET: activity and hot-spot quantification per volume
+        volumes = len(report.volumes) // len(report.volume_summary)
+        vt = Table(title=f"PET quantification over {volumes} volume(s): minimum, changes "
+                         "against the target in %, hot spots found in the target")
+        vt.add_column("measure")
+        for method in report.volume_summary:
+            vt.add_column(method, justify="right")
+        for c in next(iter(report.volume_summary.values())):
+            vt.add_row(c, *(_fmt(stats[c]) for stats in report.volume_summary.values()))
+        out.print(vt)
     for c in columns:
         out.print(f"{c}: {report.definitions[c]}", highlight=False, soft_wrap=True)
     for key, path in report.files.items():
