@@ -23,6 +23,7 @@ from ratcli.errors import InputFormatError, TaskMismatchError, UsageError
 from ratcli.inference import Restorer, resolve_device
 from ratcli.inference.restorer import ProgressFn
 from ratcli.io import Image, Source, check_geometry_fits, read, streams, write
+from ratcli.options import check_tiling
 from ratcli.regions import Partitioner, make_partitioner
 from ratcli.tasks import TASKS, TaskSpec, get_task, task_for_modality, task_from_values
 
@@ -86,12 +87,7 @@ class Session:
         self.scale = scale
         self.weights = weights
         self.device = resolve_device(device)  # UsageError now, not per input
-        if not 0.0 <= overlap <= 0.5:
-            raise UsageError(f"--overlap {overlap}: must be between 0 and 0.5")
-        if tile is not None and tile < 16:
-            raise UsageError(f"--tile {tile}: must be at least 16 pixels")
-        if batch_size < 1:
-            raise UsageError(f"--batch-size {batch_size}: must be at least 1")
+        check_tiling(tile, overlap, batch_size)
         if self.mode is Mode.SR and scale not in (None, 2, 4):
             raise UsageError(f"--scale {scale}: must be 2 or 4")
         self.tile, self.overlap, self.batch_size = tile, overlap, batch_size

@@ -273,3 +273,28 @@ def test_waves_fill_whole_batches_within_the_caps():
     big = Restorer(LocalNet(), UNIT, tile=512, batch_size=64, device="cpu")
     per_slice = 4 * 4096 * 4096
     assert big._wave_size(4096, 4096) == max(1, restorer_module.MAX_WAVE_BYTES // per_slice)
+
+
+@pytest.mark.parametrize(("option", "value", "words"), [
+    ("overlap", 0.7, "--overlap 0.7: must be a fraction between 0 and 0.5"),
+    ("tile", 8, "--tile 8: must be at least 16 pixels"),
+    ("batch_size", 0, "--batch-size 0: must be at least 1"),
+])
+def test_tiling_options_fail_the_same_way_in_the_restorer_the_session_and_the_cli(
+        tmp_path, option, value, words):
+    from typer.testing import CliRunner
+
+    from ratcli.api import Session
+    from ratcli.cli import app
+    from ratcli.errors import UsageError
+
+    model = build_rat(RATConfig(width=8, num_groups=1, layers_per_group=1, enc_blocks=1,
+                                dec_blocks=1))
+    with pytest.raises(UsageError, match=words):
+        Restorer(model, TASKS["ct"], device="cpu", **{option: value})
+    with pytest.raises(UsageError, match=words):
+        Session(device="cpu", partitioner="none", **{option: value})
+    flag = "--" + option.replace("_", "-")
+    result = CliRunner().invoke(app, ["denoise", "examples/pet.nii.gz", "-o",
+                                      str(tmp_path / "o.nii.gz"), flag, str(value)])
+    assert result.exit_code == 2 and words in result.stderr

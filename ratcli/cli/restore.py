@@ -217,12 +217,9 @@ def _run(inputs: list[str], output: Path, *, as_json: bool, quiet: bool, overwri
 
 def _check_options(options: dict[str, Any]) -> None:
     """The numeric options the library checks too, checked before torch is imported."""
-    if not 0.0 <= options["overlap"] <= 0.5:
-        raise UsageError(f"--overlap {options['overlap']}: must be between 0 and 0.5")
-    if options["tile"] is not None and options["tile"] < 16:
-        raise UsageError(f"--tile {options['tile']}: must be at least 16 pixels")
-    if options["batch_size"] < 1:
-        raise UsageError(f"--batch-size {options['batch_size']}: must be at least 1")
+    from ratcli.options import check_tiling
+
+    check_tiling(options["tile"], options["overlap"], options["batch_size"])
 
 
 def missing_inputs(paths: list[str] | list[Path], *, as_json: bool) -> None:

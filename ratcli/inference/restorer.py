@@ -32,6 +32,7 @@ from ratcli.inference.device import (
 from ratcli.inference.tiling import TileGrid
 from ratcli.io.image import Image
 from ratcli.models.rat import pad_to_multiple
+from ratcli.options import check_tiling
 from ratcli.regions.base import Partitioner
 from ratcli.tasks import TaskSpec
 
@@ -76,10 +77,7 @@ class Restorer:
         min_tile: int = 32,
         on_progress: ProgressFn | None = None,
     ) -> None:
-        if not 0.0 <= overlap <= 0.5:
-            raise ValueError(f"overlap must be in [0, 0.5], got {overlap}")
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        check_tiling(tile, overlap, batch_size)
         self.scale = int(getattr(model, "scale", 1))
         self.multiple = int(getattr(model, "multiple", 16))
         if self.scale != task.scale:
