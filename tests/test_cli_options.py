@@ -125,7 +125,7 @@ def test_no_cache_leaves_the_region_cache_alone(tmp_path, ct_weights, monkeypatc
     assert not cache.exists() or not [p for p in cache.rglob("*") if p.is_file()]
 
 
-@pytest.mark.parametrize(("flag", "value"), [("--max-pixels", "0"), ("--threads", "0")])
+@pytest.mark.parametrize(("flag", "value"), [("--max-pixels", "-1"), ("--threads", "0")])
 def test_limits_are_checked_as_usage_errors(tmp_path, flag, value):
     r = CliRunner().invoke(app, ["denoise", str(tmp_path), "-o", str(tmp_path / "o"), flag,
                                  value])

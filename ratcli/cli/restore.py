@@ -75,9 +75,9 @@ _SAM = typer.Option(None, "--sam-checkpoint", help="SAM checkpoint: a path or a 
                     "name (default: RAT_SAM_CHECKPOINT, else a sam-vit-* file in the weights "
                     "dirs).")
 _NO_CACHE = flag("--no-cache", "Do not read or write the region-map cache (RAT_CACHE).")
-_MAX_PIXELS = typer.Option(None, "--max-pixels", help="Refuse images with more pixels per "
-                           "slice than this, before decoding (default: the readers' limit, "
-                           "or RAT_MAX_PIXELS).")
+_MAX_PIXELS = typer.Option(None, "--max-pixels", help="Refuse images with more pixels than "
+                           "this (all slices together; 0 = no limit), before decoding "
+                           "(default: RAT_MAX_PIXELS, else 536,870,912).")
 _THREADS = typer.Option(None, "--threads", help="CPU threads for the forward pass "
                         "(default: OMP_NUM_THREADS when set, else every core).")
 _OVERWRITE = flag("--overwrite", "Replace existing outputs (never an input).")
@@ -147,8 +147,8 @@ def library_limits(max_pixels: int | None, threads: int | None) -> dict[str, int
     here, so a bad value is a usage error before torch is imported)."""
     extra: dict[str, int] = {}
     if max_pixels is not None:
-        if max_pixels < 1:
-            raise UsageError(f"--max-pixels {max_pixels}: must be at least 1")
+        if max_pixels < 0:
+            raise UsageError(f"--max-pixels {max_pixels}: must be a pixel count (0 = no limit)")
         extra["max_pixels"] = max_pixels
     if threads is not None:
         if threads < 1:
