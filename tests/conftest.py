@@ -16,3 +16,19 @@ def _isolated_rat_dirs(tmp_path_factory, monkeypatch):
     # one torch thread per test process (and its subprocesses): two OpenMP threads spin
     # on a busy 2-core machine; rat itself defaults to every CPU (configure_threads)
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """Torch imported before the test (at module level) keeps its thread count: pin it to
+    one for the test and put it back after."""
+    import sys
+
+    torch = sys.modules.get("torch")
+    if torch is None:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -11,40 +11,26 @@ import pydicom
 import pytest
 import SimpleITK as sitk
 import torch
+from helpers import SMALL, small_checkpoint
 
 from ratcli.api import Session, restore, restore_many
 from ratcli.errors import InputFormatError, OutputExistsError, UsageError
 from ratcli.inference import Restorer
 from ratcli.io import Domain, Image
-from ratcli.models import RATConfig, build_rat, save_checkpoint
+from ratcli.models import RATConfig, build_rat
 from ratcli.phantom_dicom import save_datasets, synthetic_series
 from ratcli.phantoms import ct_phantom, pet_phantom
 from ratcli.regions import NonePartitioner, make_partitioner
 from ratcli.regions.run import regions_many
 from ratcli.tasks import TASKS, NormParams
 
-SMALL = dict(width=8, num_groups=1, layers_per_group=1, enc_blocks=1, dec_blocks=1)
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory) -> dict[str, str]:
     folder = tmp_path_factory.mktemp("weights")
-    out = {}
-    for task in ("ct", "pet", "any"):  # "any": weights that do not name their task
-        torch.manual_seed(0)
-        cfg = RATConfig(in_channels=1, out_channels=1, scale=1, **SMALL)
-        meta = {} if task == "any" else {"task": task}
-        save_checkpoint(folder / f"{task}.pt", build_rat(cfg), cfg, meta=meta)
-        out[task] = str(folder / f"{task}.pt")
-    return out
+    # "any": weights that do not name their task
+    return {name: small_checkpoint(folder / f"{name}.pt", None if name == "any" else name)
+            for name in ("ct", "pet", "any")}
 
 
 def _nifti(path: Path, array: np.ndarray) -> Path:

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
+from helpers import SMALL
 from typer.testing import CliRunner
 
 from ratcli.cli import app
@@ -26,7 +27,6 @@ COMMANDS = ["denoise", "sr", "regions", "train", "evaluate", "info", "weights",
             "weights list", "weights verify", "weights import", "weights fetch"]
 WITH_OUTPUT = ["denoise", "sr", "regions", "train", "evaluate"]
 WITH_DEVICE = ["denoise", "sr", "regions", "train", "evaluate"]
-SMALL = dict(width=8, num_groups=1, layers_per_group=1, enc_blocks=1, dec_blocks=1)
 
 
 def help_text(command: str, flag: str = "-h") -> str:

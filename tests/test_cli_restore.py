@@ -16,41 +16,25 @@ import openslide
 import pytest
 import SimpleITK as sitk
 import torch
+from helpers import small_checkpoint
 from PIL import Image as PILImage
 from typer.testing import CliRunner
 
 from ratcli.cli import app
 from ratcli.io import find_inputs, read
-from ratcli.models import RATConfig, build_rat, save_checkpoint
 from ratcli.phantom_dicom import save_datasets, synthetic_series
 from ratcli.phantoms import ct_phantom
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
-SMALL = dict(width=8, num_groups=1, layers_per_group=1, enc_blocks=1, dec_blocks=1)
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One torch thread: on a shared 2-core machine two threads mostly wait on each other."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory) -> dict[str, str]:
     """Small random-init checkpoints, one per task, with meta {"task": ...}."""
     folder = tmp_path_factory.mktemp("weights")
-    out = {}
-    for task, extra in {"ct": {}, "pet": {}, "sr-x2": {"scale": 2}, "sr-x4": {"scale": 4}}.items():
-        ch = 3 if task.startswith("sr") else 1
-        torch.manual_seed(0)
-        cfg = RATConfig(in_channels=ch, out_channels=ch, **SMALL, **extra)
-        save_checkpoint(folder / f"{task}.pt", build_rat(cfg), cfg, meta={"task": task})
-        out[task] = str(folder / f"{task}.pt")
-    return out
+    return {task: small_checkpoint(folder / f"{task}.pt", task)
+            for task in ("ct", "pet", "sr-x2", "sr-x4")}
 
 
 def rat(*args: str, input: str | None = None):

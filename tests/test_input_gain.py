@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import torch
+from helpers import SMALL
 
 from ratcli.models import RATConfig, build_rat, load_checkpoint, save_checkpoint
-
-SMALL = dict(width=8, num_groups=1, layers_per_group=1, enc_blocks=1, dec_blocks=1)
 
 
 def test_gain_is_an_affine_change_of_units():

@@ -6,14 +6,13 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
+from helpers import SMALL
 
 from ratcli.api import RestoreResult, Session, restore, restore_many, restore_path
 from ratcli.errors import InputFormatError, OutputExistsError, TaskMismatchError, UsageError
 from ratcli.io import Domain, Image, read
 from ratcli.models import RATConfig, build_rat, save_checkpoint
 from ratcli.phantoms import ct_phantom, pet_phantom
-
-SMALL = dict(width=8, num_groups=1, layers_per_group=1, enc_blocks=1, dec_blocks=1)
 
 
 def _ckpt(path: Path, *, channels: int = 1, scale: int = 1, task: str | None = None) -> str:

@@ -16,10 +16,10 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
+from helpers import SMALL
 
 from ratcli.models import RATConfig, build_rat, save_checkpoint
 
-SMALL = dict(width=8, num_groups=1, layers_per_group=1, enc_blocks=1, dec_blocks=1)
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 

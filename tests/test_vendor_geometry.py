@@ -25,16 +25,14 @@ import numpy as np
 import pydicom
 import pytest
 import SimpleITK as sitk
-import torch
+from helpers import small_checkpoint
 
 from ratcli.api import restore_many
 from ratcli.inference import Restorer
 from ratcli.io import read
-from ratcli.models import RATConfig, build_rat, save_checkpoint
 from ratcli.phantom_dicom import save_datasets, synthetic_series
 from ratcli.phantoms import ct_phantom
 
-SMALL = dict(width=8, num_groups=1, layers_per_group=1, enc_blocks=1, dec_blocks=1)
 ENHANCED_CT = "1.2.840.10008.5.1.4.1.1.2.1"
 TILT = np.deg2rad(15.0)  # gantry tilt about the patient x axis
 ROW, COL = (1.0, 0.0, 0.0), (0.0, float(np.cos(TILT)), float(np.sin(TILT)))
@@ -42,21 +40,9 @@ SPACING = (0.7, 0.7, 3.0)  # x, y, z mm
 ORIGIN = (-11.2, -11.2, 100.0)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory) -> str:
-    path = tmp_path_factory.mktemp("weights") / "ct.pt"
-    torch.manual_seed(0)
-    cfg = RATConfig(in_channels=1, out_channels=1, **SMALL)
-    save_checkpoint(path, build_rat(cfg), cfg, meta={"task": "ct"})
-    return str(path)
+    return small_checkpoint(tmp_path_factory.mktemp("weights") / "ct.pt", "ct")
 
 
 def tilted_series(folder: Path, *, table_steps: bool) -> np.ndarray:

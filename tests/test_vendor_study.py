@@ -13,38 +13,24 @@ import numpy as np
 import pydicom
 import pytest
 import SimpleITK as sitk
-import torch
+from helpers import small_checkpoint
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from typer.testing import CliRunner
 
 from ratcli.api import restore_many
 from ratcli.cli import app
-from ratcli.models import RATConfig, build_rat, save_checkpoint
 from ratcli.phantom_dicom import save_datasets, synthetic_series
 from ratcli.phantoms import ct_phantom
 
-SMALL = dict(width=8, num_groups=1, layers_per_group=1, enc_blocks=1, dec_blocks=1)
 SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
 DOSE_SR = "1.2.840.10008.5.1.4.1.1.88.67"  # X-Ray Radiation Dose SR
 STUDY_UID = generate_uid(entropy_srcs=["rat vendor study"])
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory) -> str:
-    path = tmp_path_factory.mktemp("weights") / "ct.pt"
-    torch.manual_seed(0)
-    cfg = RATConfig(in_channels=1, out_channels=1, **SMALL)
-    save_checkpoint(path, build_rat(cfg), cfg, meta={"task": "ct"})
-    return str(path)
+    return small_checkpoint(tmp_path_factory.mktemp("weights") / "ct.pt", "ct")
 
 
 @pytest.fixture

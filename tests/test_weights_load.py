@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
+from helpers import SMALL
 from typer.testing import CliRunner
 
 from ratcli import checksum
@@ -25,8 +26,6 @@ from ratcli.weights import (
     resolve_weights,
     weights_dirs,
 )
-
-SMALL = dict(width=8, num_groups=1, layers_per_group=1, enc_blocks=1, dec_blocks=1)
 
 
 def rat(*args):
