@@ -333,3 +333,41 @@ def test_cli_truncated_nii_exit_1_one_line_nothing_written(tmp_path):
         assert len(lines) == 1 and name in lines[0] and "truncated" in lines[0], lines
         assert "internal error" not in result.stderr and "Traceback" not in result.stderr
         assert not out.exists()
+
+
+@pytest.mark.slow
+def test_cli_corpus_each_one_line_exit_1_no_internal_error(tmp_path, ct_slice):
+    """The broken-input corpus of issue 14 through `rat`: one line naming the file, exit 1."""
+    from typer.testing import CliRunner
+
+    from ratcli.cli import app
+
+    cases: dict[str, list[str]] = {}
+    full = _nii(tmp_path / "v.nii").read_bytes()
+    (tmp_path / "cut.nii").write_bytes(full[: 49 * 1024])
+    cases["cut.nii"] = ["denoise", "--task", "pet"]
+    gz = bytearray(_nii(tmp_path / "v.nii.gz").read_bytes())
+    (tmp_path / "cut.nii.gz").write_bytes(bytes(gz[: len(gz) // 2]))
+    cases["cut.nii.gz"] = ["denoise", "--task", "pet"]
+    c = (np.ones((2, 8, 8)) + 1j).astype(np.complex64)
+    sitk.WriteImage(sitk.GetImageFromArray(c), str(tmp_path / "complex.nii"))
+    cases["complex.nii"] = ["denoise", "--task", "pet"]
+    _bomb_tiff(tmp_path / "bomb.tif")
+    cases["bomb.tif"] = ["denoise", "--task", "ct"]
+    one_bit = copy.deepcopy(ct_slice[0])
+    one_bit.BitsAllocated, one_bit.BitsStored, one_bit.HighBit = 1, 1, 0
+    one_bit.PixelRepresentation = 0
+    one_bit.PixelData = np.packbits(np.ones(32 * 32, np.uint8)).tobytes()
+    short = copy.deepcopy(ct_slice[0])
+    short.PixelData = short.PixelData[:1000]
+    save_datasets([one_bit], tmp_path, names=["mask.dcm"])
+    save_datasets([short], tmp_path, names=["short.dcm"])
+    cases["mask.dcm"] = cases["short.dcm"] = ["denoise"]
+    for name, command in cases.items():
+        out = tmp_path / "out" / name
+        result = CliRunner().invoke(app, [*command, str(tmp_path / name), "-o", str(out)])
+        lines = result.stderr.strip().splitlines()
+        assert result.exit_code == 1, (name, result.stderr)
+        assert len(lines) == 1 and name in lines[0], (name, lines)
+        assert "internal error" not in lines[0] and "Traceback" not in result.stderr
+        assert not out.exists()
