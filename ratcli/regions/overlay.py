@@ -10,6 +10,9 @@ __all__ = ["overlay", "overlay_montage"]
 
 BOUNDARY_RGB = (255, 32, 32)
 TINT = 0.25  # weight of each region's colour in the blend
+# Slices smaller than this (shorter side, px) are enlarged by a whole factor (nearest) so
+# that a 128-px slice's regions and boundaries can be seen; boundaries stay 1 px wide.
+MIN_OVERLAY_PX = 512
 
 
 def overlay(slice2d: np.ndarray, labels: np.ndarray) -> np.ndarray:
@@ -32,12 +35,14 @@ def overlay(slice2d: np.ndarray, labels: np.ndarray) -> np.ndarray:
 def overlay_montage(volume: np.ndarray, labels: np.ndarray, *, max_slices: int = 9) -> np.ndarray:
     """Overlays of up to `max_slices` evenly spaced slices side by side.
 
-    volume: (Z, H, W) or (Z, H, W, 3); labels: (Z, H, W). Returns (H, k * W, 3) uint8 with
-    a 2-pixel black gap between slices.
+    volume: (Z, H, W) or (Z, H, W, 3); labels: (Z, H, W). Returns (f * H, k * f * W + 2 *
+    (k - 1), 3) uint8, slices side by side with 2-pixel black gaps, each enlarged by the
+    whole factor f = ceil(MIN_OVERLAY_PX / min(H, W)) (1 for slices that size or larger).
     """
-    z = volume.shape[0]
+    z, h, w = labels.shape
+    f = max(1, -(-MIN_OVERLAY_PX // min(h, w)))
     picks = np.unique(np.linspace(0, z - 1, min(z, max_slices)).round().astype(int))
-    tiles = [overlay(volume[i], labels[i]) for i in picks]
+    tiles = [overlay(_enlarge(volume[i], f), _enlarge(labels[i], f)) for i in picks]
     gap = np.zeros((tiles[0].shape[0], 2, 3), dtype=np.uint8)
     parts = [p for t in tiles for p in (t, gap)][:-1]
     return np.concatenate(parts, axis=1)
@@ -50,3 +55,8 @@ def _label_colours(labels: np.ndarray) -> np.ndarray:
     h = (values * np.uint64(2654435761)) & np.uint64(0xFFFFFF)  # Knuth multiplicative hash
     return np.stack([(h >> np.uint64(s)) & np.uint64(255) for s in (16, 8, 0)],
                     axis=-1).astype(np.float64)
+
+
+def _enlarge(a: np.ndarray, f: int) -> np.ndarray:
+    """(H, W[, C]) -> (f*H, f*W[, C]), each pixel repeated f x f times."""
+    return a if f == 1 else np.repeat(np.repeat(a, f, axis=0), f, axis=1)
