@@ -1,5 +1,8 @@
 """Training losses: L1 and the focal region loss of RAT.
 
+Overshoot loss (against ringing): how far the prediction leaves the range of the target
+in each pixel's 3x3 neighbourhood; halos and dark rims next to edges are exactly that.
+
 Focal region loss: e = |pred - target| per pixel; for each region r of each image
 w_r = mean(e over r) (no gradient), normalised by the batch maximum and clamped to
 [0, 1]; loss = mean(e * (1 + beta * w)). Hard regions weigh more; beta = 0 gives L1.
@@ -11,7 +14,7 @@ import torch
 
 from ratcli.models.attention import batch_region_ids
 
-__all__ = ["focal_region_loss", "region_weights", "l1_loss"]
+__all__ = ["focal_region_loss", "region_weights", "l1_loss", "overshoot_loss"]
 
 
 def l1_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -47,3 +50,12 @@ def focal_region_loss(
     if regions is None:
         regions = torch.zeros(e.shape[0], *e.shape[2:], dtype=torch.long, device=e.device)
     return (e * (1 + beta * region_weights(e, regions))).mean()
+
+
+def overshoot_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """mean(relu(pred - max3x3(target)) + relu(min3x3(target) - pred)); (B, C, H, W)."""
+    import torch.nn.functional as F
+
+    hi = F.max_pool2d(target, 3, stride=1, padding=1)
+    lo = -F.max_pool2d(-target, 3, stride=1, padding=1)
+    return (torch.relu(pred - hi) + torch.relu(lo - pred)).mean()

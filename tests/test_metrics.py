@@ -96,3 +96,20 @@ def test_summarize_mean_std_and_t_interval():
 def test_shape_mismatch_is_refused():
     with pytest.raises(ValueError, match="shape"):
         image_metrics(np.zeros((8, 8)), np.zeros((8, 9)), task=TASKS["ct"])
+
+
+def test_overshoot_measures_halos_next_to_edges_only():
+    from ratcli.training.metrics import overshoot_at_edges
+
+    target = np.full((32, 32, 3), 60, np.uint8)
+    target[:, 16:] = 200  # one vertical edge
+    assert overshoot_at_edges(target, target) == 0.0
+    halo = target.astype(np.int16)
+    halo[:, 16] += 40  # bright halo on the bright side, dark rim on the dark side
+    halo[:, 15] -= 40
+    halo = np.clip(halo, 0, 255).astype(np.uint8)
+    ringing = overshoot_at_edges(halo, target)
+    assert ringing > 5.0
+    far = target.astype(np.int16)
+    far[:, 2] += 40  # the same error far from any edge is not ringing
+    assert overshoot_at_edges(np.clip(far, 0, 255).astype(np.uint8), target) == 0.0

@@ -45,10 +45,12 @@ class TrainConfig:
     the input's quality. iters: optimiser steps; batch_size: patches per step and process;
     patch: target patch edge in pixels. lr, lr_min, betas, weight_decay: Adam and the cosine
     decay from lr to lr_min over `iters`. grad_clip: max global grad norm (0 = off).
-    focal_beta: focal region loss beta (0 = plain L1). regions: none | classical | sam |
-    auto. dose, photons, electronic_noise, counts, blur_sigma, noise_sigma, jpeg_quality:
-    degradation simulator settings. seed: seeds model init, patches and simulation;
-    realizations: simulated inputs per single-quality training volume.
+    focal_beta: focal region loss beta (0 = plain L1). overshoot_weight: weight of the
+    overshoot loss (losses.overshoot_loss, against halos next to edges; 0 = off).
+    regions: none | classical | sam | auto. dose, photons, electronic_noise, counts,
+    blur_sigma, noise_sigma, jpeg_quality: degradation simulator settings. seed: seeds
+    model init, patches and simulation; realizations: simulated inputs per single-quality
+    training volume.
     val_every / log_every: steps between validations / log lines; val_max: most validation
     slices used. workers: DataLoader processes. amp: mixed precision on CUDA. device: auto |
     cpu | cuda | mps.
@@ -74,6 +76,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     grad_clip: float = 1.0
     focal_beta: float = 1.0
+    overshoot_weight: float = 0.0
     regions: str = "classical"
     dose: float = 0.25
     photons: float = 1e6
@@ -105,6 +108,7 @@ class TrainConfig:
             (self.lr > 0 and 0 <= self.lr_min <= self.lr, "need lr > 0 and 0 <= lr_min <= lr"),
             (len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), "betas in [0, 1)"),
             (self.grad_clip >= 0 and self.focal_beta >= 0, "grad_clip, focal_beta must be >= 0"),
+            (self.overshoot_weight >= 0, "overshoot_weight must be >= 0"),
             (self.val_every >= 1 and self.log_every >= 1 and self.val_max >= 1,
              "val_every, log_every, val_max must be >= 1"),
             (self.regions in ("none", "classical", "sam", "auto"),

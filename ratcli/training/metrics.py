@@ -12,6 +12,9 @@ does: CT/PET through the task window to 0..255; RGB through the ITU-R BT.601 lum
 YCbCr, 16..235) with a `scale`-pixel border cropped for SR (the usual SR convention).
 They inflate PSNR and are only reported as a labelled extra.
 
+SR also reports `overshoot`, a ringing measure: how far the output leaves the target's
+3x3 range next to its strongest edges (halos and dark rims around nuclei).
+
 SSIM is scikit-image's `structural_similarity` with Wang et al.'s settings (Gaussian
 window sigma 1.5, population covariance), the convention of the SR/denoising papers.
 """
@@ -35,6 +38,7 @@ __all__ = [
     "rgb_to_y",
     "definitions",
     "CT_DISPLAY_WINDOW",
+    "overshoot_at_edges",
 ]
 
 # Soft-tissue display window (W400 / L40), HU.
@@ -43,6 +47,7 @@ CT_DISPLAY_WINDOW: tuple[float, float] = (-160.0, 240.0)
 # Every per-image record has these metric keys (NaN where a task has no such metric).
 METRIC_COLUMNS: tuple[str, ...] = (
     "psnr", "ssim", "rmse", "psnr_window", "ssim_window", "rmse_window", "psnr_y8", "ssim_y8",
+    "overshoot",
 )
 
 MetricDefinitions = dict[str, str]
@@ -65,7 +70,8 @@ def image_metrics(pred: np.ndarray, target: np.ndarray, *, task: TaskSpec) -> di
         b = task.scale
         py = rgb_to_y(pred)[b:-b or None, b:-b or None]
         ty = rgb_to_y(target)[b:-b or None, b:-b or None]
-        out.update(psnr_y8=psnr(py, ty, 255.0), ssim_y8=ssim(py, ty, 255.0))
+        out.update(psnr_y8=psnr(py, ty, 255.0), ssim_y8=ssim(py, ty, 255.0),
+                   overshoot=overshoot_at_edges(pred, target))
         return out
     if task.norm is Norm.HU:
         lo, hi = task.window
@@ -90,6 +96,8 @@ def definitions(task: TaskSpec) -> MetricDefinitions:
             "psnr_y8": f"paper-style: BT.601 Y channel quantised to uint8, {task.scale}-px border "
                        "cropped, data range 255",
             "ssim_y8": "paper-style: as psnr_y8",
+            "overshoot": "ringing: RGB levels by which the output leaves the target's 3x3 range, "
+                         "mean over pixels within 2 px of the strongest 10 % target edges",
         }
     if task.norm is Norm.HU:
         lo, hi = task.window
@@ -112,6 +120,22 @@ def definitions(task: TaskSpec) -> MetricDefinitions:
         "psnr_y8": "paper-style: target min..max quantised to uint8, data range 255",
         "ssim_y8": "paper-style: as psnr_y8",
     }
+
+
+def overshoot_at_edges(pred: np.ndarray, target: np.ndarray) -> float:
+    """Ringing of an (H, W, 3) uint8 output: how far it leaves the target's own range in
+    each pixel's 3x3 neighbourhood (halos, dark rims), mean over the pixels within 2 px
+    of the strongest 10 % edges of the target (BT.601 luma Sobel gradient), in levels."""
+    from scipy import ndimage
+
+    t, p = target.astype(np.float64), pred.astype(np.float64)
+    y = rgb_to_y(target)
+    grad = np.hypot(ndimage.sobel(y, 0), ndimage.sobel(y, 1))
+    band = ndimage.binary_dilation(grad > np.percentile(grad, 90), iterations=2)
+    hi = ndimage.maximum_filter(t, size=(3, 3, 1))
+    lo = ndimage.minimum_filter(t, size=(3, 3, 1))
+    over = np.maximum(p - hi, 0.0) + np.maximum(lo - p, 0.0)
+    return float(over[band].mean()) if band.any() else 0.0
 
 
 def psnr(pred: np.ndarray, target: np.ndarray, data_range: float) -> float:

@@ -31,7 +31,7 @@ from ratcli import __version__
 from ratcli.errors import OutputExistsError, UsageError
 from ratcli.inference.device import autocast, autocast_dtype, resolve_device
 from ratcli.io.atomic import atomic_output
-from ratcli.losses import focal_region_loss
+from ratcli.losses import focal_region_loss, overshoot_loss
 from ratcli.models import build_rat, save_checkpoint
 from ratcli.training.config import TrainConfig
 from ratcli.training.data import load_pairs, parse_data_spec, split_pairs
@@ -249,6 +249,8 @@ class Trainer:
         with autocast(self.device, self.amp_dtype):
             pred = self.model(inp, regions)
         loss = focal_region_loss(pred.float(), tgt, regions, beta=self.config.focal_beta)
+        if self.config.overshoot_weight > 0:
+            loss = loss + self.config.overshoot_weight * overshoot_loss(pred.float(), tgt)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         self.scaler.unscale_(self.optimizer)
