@@ -47,3 +47,21 @@ def test_beta_zero_is_l1():
 def test_zero_error_gives_zero_loss():
     x = torch.randn(1, 1, 4, 4)
     assert focal_region_loss(x, x.clone(), torch.zeros(1, 4, 4, dtype=torch.long)) == 0
+
+
+def test_overshoot_loss_counts_only_what_leaves_the_local_target_range():
+    from ratcli.losses import overshoot_loss
+
+    target = torch.zeros(1, 1, 8, 8)
+    target[..., 4:] = 1.0  # an edge
+    assert overshoot_loss(target.clone(), target) == 0
+    inside = target.clone()
+    inside[..., 3] = 0.5  # between the neighbours' min and max: blur, not ringing
+    assert overshoot_loss(inside, target) == 0
+    halo = target.clone()
+    halo[..., 5] = 1.5  # a bright halo beside the edge: 0.5 over the 3x3 max
+    halo.requires_grad_(True)
+    loss = overshoot_loss(halo, target)
+    assert torch.isclose(loss, torch.tensor(0.5 * 8 / 64))
+    loss.backward()
+    assert halo.grad[..., 5].gt(0).all() and halo.grad[..., :5].eq(0).all()

@@ -136,3 +136,18 @@ def test_config_checks_and_config_files(tmp_path):
     bad.write_text('{"widht": 16}')
     with pytest.raises(UsageError, match="widht"):
         load_config_file(bad)
+
+
+@pytest.mark.slow
+def test_overshoot_weight_adds_the_overshoot_loss_to_training(tmp_path):
+    with pytest.raises(UsageError, match="overshoot_weight"):
+        TrainConfig(overshoot_weight=-1.0)
+    losses = {}
+    for weight in (0.0, 100.0):
+        cfg = TrainConfig(**TINY | dict(iters=2, val_every=2, width=8, heads=4, log_every=1,
+                                        overshoot_weight=weight))
+        Trainer(cfg, tmp_path / f"run{weight}").fit()
+        log = (tmp_path / f"run{weight}" / "metrics.jsonl").read_text().splitlines()
+        losses[weight] = json.loads(log[0])["loss"]
+    # same seed, data and first prediction: only the added overshoot term differs
+    assert losses[100.0] > losses[0.0]
