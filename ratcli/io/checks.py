@@ -18,6 +18,7 @@ from pathlib import Path
 from ratcli.errors import ImageTooLargeError, InputFormatError, UsageError
 
 __all__ = [
+    "one_line",
     "DEFAULT_MAX_PIXELS",
     "MAX_PIXELS_ENV",
     "max_pixels_limit",
@@ -69,3 +70,9 @@ def check_length(path: str | Path, *, have: int, need: int, what: str = "pixel d
         raise InputFormatError(
             f"{path}: truncated file: {what} holds {have:,} bytes, the header says {need:,}"
         )
+
+
+def one_line(exc: BaseException, limit: int | None = None) -> str:
+    """A library's exception as one line for a user message (whitespace collapsed, at most
+    `limit` characters); the exception's class name when it has no text."""
+    return " ".join(str(exc).split())[:limit] or exc.__class__.__name__

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ratcli.errors import InputFormatError
-from ratcli.io.checks import check_length, check_pixels
+from ratcli.io.checks import check_length, check_pixels, one_line
 from ratcli.io.dicom_derived import write_dicom
 from ratcli.io.dicom_geometry import DicomMeta, rescale_of
 from ratcli.io.dicom_geometry import Frame as _Frame
@@ -104,7 +104,7 @@ def _load(path: Path):
     except InvalidDicomError:
         raise InputFormatError(f"{path}: not a DICOM file (no DICM preamble or header)") from None
     except Exception as exc:
-        raise InputFormatError(f"{path}: truncated or corrupt DICOM ({_one_line(exc)})") from None
+        raise InputFormatError(f"{path}: truncated or corrupt DICOM ({one_line(exc)})") from None
     if "PixelData" not in ds:
         what = ds.get("SOPClassUID")
         kind = f" ({what.name})" if what is not None and hasattr(what, "name") else ""
@@ -164,7 +164,7 @@ def _decode(ds, path: Path) -> np.ndarray:
         # Colour comes back as RGB (pydicom converts YBR to RGB by default).
         return ds.pixel_array
     except Exception as exc:
-        raise InputFormatError(f"{path}: cannot decode pixel data ({_one_line(exc)})") from None
+        raise InputFormatError(f"{path}: cannot decode pixel data ({one_line(exc)})") from None
 
 
 def _to_real(frame: np.ndarray, ds, i: int, path: Path) -> np.ndarray:
@@ -179,10 +179,6 @@ def _to_real(frame: np.ndarray, ds, i: int, path: Path) -> np.ndarray:
         return apply_modality_lut(frame, ds).astype(np.float32)
     slope, intercept = rescale_of(ds, i)
     return (frame.astype(np.float64) * slope + intercept).astype(np.float32)
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or exc.__class__.__name__
 
 
 def _has_preamble(path: Path) -> bool:

@@ -19,7 +19,7 @@ import numpy as np
 
 from ratcli.errors import InputFormatError, OutputNotWritableError, UsageError
 from ratcli.io.atomic import atomic_output
-from ratcli.io.checks import check_length, check_pixels
+from ratcli.io.checks import check_length, check_pixels, one_line
 from ratcli.io.formats import Format
 from ratcli.io.image import Domain, Image
 from ratcli.io.nifti_header import COMPLEX_TYPES, copy_geometry, read_header, scan_voxels
@@ -58,7 +58,7 @@ def read_nifti(path: str | Path, *, max_pixels: int | None = None) -> Image:
     try:
         present, bad = scan_voxels(p, header)
     except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
-        reason = " ".join(str(exc).split()) or exc.__class__.__name__
+        reason = one_line(exc)
         raise InputFormatError(f"{p}: truncated or corrupt compressed NIfTI ({reason})") from None
     except OSError as exc:
         raise InputFormatError(f"{p}: cannot read ({exc.strerror or exc})") from None

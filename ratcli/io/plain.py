@@ -19,7 +19,7 @@ import numpy as np
 
 from ratcli.errors import InputFormatError, UsageError
 from ratcli.io.atomic import atomic_output
-from ratcli.io.checks import check_length, check_pixels
+from ratcli.io.checks import check_length, check_pixels, one_line
 from ratcli.io.formats import Format
 from ratcli.io.image import Domain, Image
 from ratcli.io.provenance import describe_provenance
@@ -134,7 +134,7 @@ def _read_tiff(p: Path, max_pixels: int | None
     except InputFormatError:
         raise
     except Exception as exc:
-        reason = " ".join(str(exc).split())[:200] or exc.__class__.__name__
+        reason = one_line(exc, 200)
         raise InputFormatError(f"{p}: corrupt or unreadable TIFF ({reason})") from None
     # Collapse every non-spatial, non-sample axis into pages (Z).
     if axes.endswith("S"):
@@ -197,7 +197,7 @@ def _read_pil(p: Path, max_pixels: int | None) -> np.ndarray:
     except InputFormatError:
         raise
     except Exception as exc:
-        reason = " ".join(str(exc).split())[:200] or exc.__class__.__name__
+        reason = one_line(exc, 200)
         what = "truncated" if "truncat" in reason.lower() else "corrupt or unreadable"
         raise InputFormatError(f"{p}: {what} image ({reason})") from None
     if arr.dtype == np.int32 and arr.size and arr.min() >= 0 and arr.max() <= 65535:

@@ -17,6 +17,7 @@ import numpy as np
 
 from ratcli.errors import InputFormatError, UsageError
 from ratcli.io.atomic import atomic_output
+from ratcli.io.checks import one_line
 from ratcli.io.formats import Format
 from ratcli.io.image import Domain, Image
 from ratcli.io.provenance import describe_provenance
@@ -60,7 +61,7 @@ class SlideReader:
             self._slide = openslide.OpenSlide(str(self.path))
         except (openslide.OpenSlideError, OSError) as exc:
             raise InputFormatError(f"{self.path}: not a readable whole-slide image "
-                                   f"({_one_line(exc)})") from None
+                                   f"({one_line(exc)})") from None
         self.width, self.height = self._slide.dimensions
         props = self._slide.properties
         self.properties = dict(props)
@@ -76,7 +77,7 @@ class SlideReader:
             rgba = np.asarray(self._slide.read_region((x, y), 0, (w, h)))
         except openslide.OpenSlideError as exc:
             raise InputFormatError(f"{self.path}: corrupt slide data in the region at "
-                                   f"({x}, {y}) ({_one_line(exc)})") from None
+                                   f"({x}, {y}) ({one_line(exc)})") from None
         return _flatten(rgba, self._background)
 
     def thumbnail(self, max_edge: int = 1024) -> np.ndarray:
@@ -88,7 +89,7 @@ class SlideReader:
         except openslide.OpenSlideError as exc:
             # OpenSlide reads the thumbnail from a low-resolution level: a bad tile there
             raise InputFormatError(f"{self.path}: corrupt slide data in a low-resolution "
-                                   f"level ({_one_line(exc)})") from None
+                                   f"level ({one_line(exc)})") from None
         return np.asarray(im.convert("RGB"))
 
     def close(self) -> None:
@@ -180,10 +181,6 @@ def _mpp(props) -> tuple[float, float] | None:
         return float(props["openslide.mpp-x"]), float(props["openslide.mpp-y"])
     except (KeyError, ValueError):
         return None
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or exc.__class__.__name__
 
 
 def _is_slide(path: Path) -> bool:
