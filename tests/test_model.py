@@ -110,3 +110,44 @@ def test_batched_images_with_different_maps_match_one_by_one():
         batched = model(x, regions)
         single = torch.cat([model(x[i:i + 1], regions[i:i + 1]) for i in range(3)])
     assert torch.allclose(batched, single, atol=1e-5)
+
+
+def _active(model: torch.nn.Module) -> torch.nn.Module:
+    for name, p in model.named_parameters():  # make every residual branch count
+        if name.endswith(("lambda_r", "lambda_w", "beta", "gamma")):
+            torch.nn.init.constant_(p, 0.5)
+    return model.eval()
+
+
+def test_region_block_equals_explicit_block_labels():
+    # cutting regions by a 32-px grid is the same model as labels that encode the cell
+    torch.manual_seed(0)
+    blocked = _active(build_rat(RATConfig(region_block=32, **SMALL)))
+    whole = build_rat(RATConfig(**SMALL)).eval()
+    whole.load_state_dict(blocked.state_dict())
+    x = torch.randn(2, 1, 80, 64)
+    regions = torch.randint(-2, 3, (2, 80, 64))
+    rows = (torch.arange(80) // 32)[:, None]
+    cols = (torch.arange(64) // 32)[None, :]
+    cells = regions * 100 + rows * 10 + cols
+    with torch.no_grad():
+        out = blocked(x, regions)
+        assert torch.allclose(out, whole(x, cells), atol=1e-5)
+        assert not torch.allclose(out, whole(x, regions), atol=1e-4)
+
+
+def test_region_block_is_exact_on_patches_it_covers():
+    # a model trained on 64-px patches gives the same outputs on them with region_block 64
+    torch.manual_seed(0)
+    blocked = _active(build_rat(RATConfig(region_block=64, **SMALL)))
+    whole = build_rat(RATConfig(**SMALL)).eval()
+    whole.load_state_dict(blocked.state_dict())
+    x, regions = torch.randn(2, 1, 64, 64), torch.randint(0, 4, (2, 64, 64))
+    with torch.no_grad():
+        assert torch.allclose(blocked(x, regions), whole(x, regions), atol=1e-6)
+
+
+@pytest.mark.parametrize("bad", [-16, 8, 40])
+def test_region_block_must_be_a_multiple_of_16(bad):
+    with pytest.raises(ValueError, match="region_block"):
+        build_rat(RATConfig(region_block=bad, **SMALL))

@@ -132,6 +132,10 @@ def test_config_checks_and_config_files(tmp_path):
     cfg = TrainConfig.from_dict(load_config_file(toml))
     assert cfg.task == "pet" and cfg.betas == (0.9, 0.99) and cfg.model_config().width == 16
     assert cfg.model_config().input_detail == 40.0
+    # R-MSA regions are cut at the (padded) training patch, none for the ablation
+    assert TrainConfig(patch=64).model_config().region_block == 64
+    assert TrainConfig(patch=40).model_config().region_block == 48
+    assert TrainConfig(patch=64, region_attn=False).model_config().region_block == 0
     bad = tmp_path / "bad.json"
     bad.write_text('{"widht": 16}')
     with pytest.raises(UsageError, match="widht"):

@@ -34,6 +34,7 @@ class RATConfig:
     input_shift: float = 0.0
     input_gain: float = 1.0
     input_detail: float = 0.0
+    region_block: int = 0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -75,6 +76,12 @@ class RegionAttentionTransformer(nn.Module):
     x) * input_detail, zero-mean on flat areas at any intensity. Without it, noise on a
     flat area far from `input_shift` (air at -1000 HU) is a small change on top of a
     large offset that the per-pixel layer norms wash out, and the model leaves it alone.
+
+    region_block: when > 0, R-MSA regions are also cut by a grid of region_block x
+    region_block input pixels from the (padded) tile's origin. A model trained on
+    P-pixel patches never saw a region larger than a patch; with region_block = P it
+    sees the same at inference on any tile size, and R-MSA costs O(L * P^2 / 16) instead
+    of O(L^2) per tile. 0 keeps regions whole (the checkpoints trained before it).
     """
 
     multiple = 16  # two stride-2 downsamplings, then 4x4 windows (4 * window in general)
@@ -97,6 +104,7 @@ class RegionAttentionTransformer(nn.Module):
         input_shift: float = 0.0,
         input_gain: float = 1.0,
         input_detail: float = 0.0,
+        region_block: int = 0,
     ) -> None:
         super().__init__()
         if input_gain <= 0:
@@ -105,6 +113,10 @@ class RegionAttentionTransformer(nn.Module):
         if input_detail < 0:
             raise ValueError(f"input_detail must be >= 0, got {input_detail}")
         self.input_detail = float(input_detail)
+        if region_block < 0 or region_block % (4 * window):
+            raise ValueError(f"region_block must be 0 or a multiple of {4 * window}, "
+                             f"got {region_block}")
+        self.region_block = region_block
         if scale not in (1, 2, 4):
             raise ValueError(f"scale must be 1, 2 or 4, got {scale}")
         self.scale = scale
@@ -154,7 +166,11 @@ class RegionAttentionTransformer(nn.Module):
         if self.region_attn:
             # nearest-neighbour to H/4: the centre-ish pixel of each 4x4 block
             r4 = pad_to_multiple(regions, self.multiple)[:, 2::4, 2::4]
-            plan = RegionPlan.build(to_windows(r4, self.window), big=self.big_region)
+            big = self.big_region
+            if self.region_block:  # cells of (region_block / 4)^2 tokens, batched whole
+                cell = self.region_block // 4
+                r4, big = _cut_by_blocks(r4, cell), cell * cell
+            plan = RegionPlan.build(to_windows(r4, self.window), big=big)
         sp = sp.contiguous(memory_format=torch.channels_last)  # every conv runs channels-last
 
         e1 = self.enc1(self.stem(sp))  # (B, c1, H, W)
@@ -175,6 +191,17 @@ class RegionAttentionTransformer(nn.Module):
 def build_rat(config: RATConfig) -> RegionAttentionTransformer:
     """The one place a config becomes a model."""
     return RegionAttentionTransformer(**config.to_dict())
+
+
+def _cut_by_blocks(labels: torch.Tensor, block: int) -> torch.Tensor:
+    """(B, h, w) labels -> labels equal only where the old ones were equal and the two
+    tokens lie in the same block x block cell of the grid."""
+    B, h, w = labels.shape
+    rows = torch.arange(h, device=labels.device) // block
+    cols = torch.arange(w, device=labels.device) // block
+    per_row = -(-w // block)
+    cell = rows[:, None] * per_row + cols[None, :]  # (h, w)
+    return labels.long() * (-(-h // block) * per_row) + cell
 
 
 def pad_to_multiple(t: torch.Tensor, multiple: int) -> torch.Tensor:

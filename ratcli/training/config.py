@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from ratcli.errors import InputFormatError, UsageError
-from ratcli.models import RATConfig
+from ratcli.models import RATConfig, RegionAttentionTransformer
 from ratcli.tasks import TaskSpec, get_task
 from ratcli.training.degrade import Degradation, make_degradation
 
@@ -124,10 +124,14 @@ class TrainConfig:
 
     def model_config(self) -> RATConfig:
         spec = self.spec
+        # R-MSA never sees a region larger than a training patch, at inference neither
+        m = RegionAttentionTransformer.multiple
+        block = -(-self.patch // m) * m
         return RATConfig(in_channels=spec.channels, out_channels=spec.channels,
                          width=self.width, num_heads=self.heads, scale=spec.scale,
                          region_attn=self.region_attn, input_shift=self.input_shift,
-                         input_gain=self.input_gain, input_detail=self.input_detail)
+                         input_gain=self.input_gain, input_detail=self.input_detail,
+                         region_block=block if self.region_attn else 0)
 
     def degradation(self) -> Degradation:
         return make_degradation(self.spec, dose=self.dose, photons=self.photons,

@@ -5,12 +5,14 @@
 Writes `weights/<file of NAME>` (fp16 weights unless --fp32; `Checkpoint.build` casts
 back to float32) with the run's meta plus {"name", "storage"}, then sets the manifest
 entry's sha256 (adding the entry for a name the manifest lacks, e.g. the ablation).
-Prints the file and its sha256.
+Prints the file and its sha256. --region-block N sets the model's R-MSA cell (the
+training patch; runs started before `RATConfig.region_block` existed export 0).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import tempfile
@@ -22,10 +24,12 @@ WEIGHTS = Path(__file__).resolve().parents[1]
 MANIFEST = WEIGHTS / "manifest.json"
 
 
-def export(run_model: Path, name: str, *, half: bool = True, description: str | None = None
-           ) -> tuple[Path, str]:
+def export(run_model: Path, name: str, *, half: bool = True, description: str | None = None,
+           region_block: int | None = None) -> tuple[Path, str]:
     """Write the shipped file for manifest entry `name`; returns (path, sha256)."""
     ckpt = load_checkpoint(run_model)
+    if region_block is not None:
+        ckpt.config = dataclasses.replace(ckpt.config, region_block=region_block)
     manifest = json.loads(MANIFEST.read_text())
     entry = manifest["weights"].setdefault(name, {
         "file": f"{name}.pt", "kind": "rat", "task": ckpt.meta.get("task"), "url": None,
@@ -55,6 +59,8 @@ if __name__ == "__main__":
     parser.add_argument("name", help="manifest name (rat-ct, rat-pet, rat-sr-x2, ...)")
     parser.add_argument("--fp32", action="store_true", help="keep float32 weights")
     parser.add_argument("--description", help="manifest description")
+    parser.add_argument("--region-block", type=int, help="R-MSA cell in pixels (the patch)")
     args = parser.parse_args()
-    path, sha = export(args.model, args.name, half=not args.fp32, description=args.description)
+    path, sha = export(args.model, args.name, half=not args.fp32, description=args.description,
+                       region_block=args.region_block)
     print(f"{path}  sha256 {sha}")
