@@ -1,15 +1,13 @@
-"""Write the bundled example inputs from synthetic phantoms (deterministic).
+"""Write the synthetic example, examples/slide.tif (deterministic).
 
     python examples/make_examples.py            # writes into examples/
     python examples/make_examples.py --out DIR
 
-- ct_series/: a low-dose-looking abdominal CT DICOM series, 8 slices of 128x128,
-  int16 with RescaleIntercept -1024, 2.7 mm pixels, 3 mm slices.
-- pet.nii.gz: a low-count PET volume (Poisson noise), 64x64x16, 4.07 x 4.07 x 3.27 mm,
-  origin (-130.2, -145.6, -60.0), activity in Bq/ml.
-- slide.tif: see the marked section below (written by the whole-slide example).
+- slide.tif: a pyramidal H&E-like slide from a procedural stain (see make_slide).
 
-Running it twice gives byte-identical files (fixed seeds, UIDs and dates).
+ct_series/ and pet.nii.gz are excerpts of real scans, written by
+examples/make_real_examples.py (see examples/README.md).
+Running it twice gives byte-identical files (fixed seeds and dates).
 """
 
 from __future__ import annotations
@@ -19,60 +17,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ratcli.io import Domain, Image, atomic_output, write
-from ratcli.phantom_dicom import save_datasets, synthetic_series
-from ratcli.phantoms import ct_phantom, pet_phantom, smooth_noise
+from ratcli.io import atomic_output
+from ratcli.phantoms import smooth_noise
 
-__all__ = ["make_ct_series", "make_pet_nifti", "make_slide", "main"]
+__all__ = ["make_slide", "main"]
 
 HERE = Path(__file__).resolve().parent
-
-
-def make_ct_series(out_dir: Path, *, size: int = 128, slices: int = 8, seed: int = 0) -> Path:
-    """Low-dose CT: phantom HU plus white (~25 HU) and correlated (~15 HU) noise.
-    Returns the series folder `out_dir/ct_series`."""
-    rng = np.random.default_rng(seed)
-    clean = ct_phantom(size=size, slices=slices, seed=seed)
-    noise = 25.0 * rng.standard_normal(clean.shape) + 15.0 * smooth_noise(
-        clean.shape, sigma_px=1.2, rng=rng
-    )
-    noisy = (clean + noise).astype(np.float32)
-    datasets = synthetic_series(
-        noisy,
-        modality="CT",
-        spacing=(2.7, 2.7, 3.0),
-        origin=(-172.8, -172.8, -60.0),
-        series_number=2,
-        series_description="ABD low dose 3.0 B30f",
-        seed=seed,
-    )
-    folder = out_dir / "ct_series"
-    with atomic_output(folder, overwrite=True, directory=True) as tmp:
-        save_datasets(datasets, tmp)
-    return folder
-
-
-def make_pet_nifti(out_dir: Path, *, size: int = 64, slices: int = 16, seed: int = 0) -> Path:
-    """Low-count PET: Poisson counts from the phantom, lightly smoothed as a
-    reconstruction would, scaled to Bq/ml. Returns `out_dir/pet.nii.gz`."""
-    rng = np.random.default_rng(seed)
-    activity = pet_phantom(size=size, slices=slices, seed=seed)
-    counts_per_unit = 3.0  # few counts per voxel: a low-count acquisition
-    counts = rng.poisson(activity * counts_per_unit).astype(np.float32) / counts_per_unit
-    # 3x3 in-plane box blur (edges replicated) stands in for the reconstruction filter.
-    padded = np.pad(counts, ((0, 0), (1, 1), (1, 1)), mode="edge")
-    blurred = sum(
-        padded[:, 1 + dy: 1 + dy + size, 1 + dx: 1 + dx + size]
-        for dy in (-1, 0, 1) for dx in (-1, 0, 1)
-    ) / 9.0
-    image = Image(
-        array=(blurred * 1000.0).astype(np.float32),  # kBq/ml -> Bq/ml
-        spacing=(4.07, 4.07, 3.27),
-        origin=(-130.2, -145.6, -60.0),
-        domain=Domain.ACTIVITY,
-        modality="PT",
-    )
-    return write(image, out_dir / "pet.nii.gz", overwrite=True)
 
 
 # --- Slide example: examples/slide.tif ---------------------------------------------
@@ -112,7 +62,7 @@ def main(argv: list[str] | None = None) -> list[Path]:
     parser.add_argument("--out", type=Path, default=HERE, help="output folder (default: examples/)")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
-    return [make_ct_series(args.out), make_pet_nifti(args.out), make_slide(args.out)]
+    return [make_slide(args.out)]
 
 
 if __name__ == "__main__":

@@ -69,12 +69,11 @@ def test_manifest_entry_matches_the_checkpoint(name):
 
 
 def _denoise_case(task: str, seed: int = 3) -> tuple[Image, np.ndarray]:
-    """A degraded phantom slice like the bundled examples, and its clean reference.
+    """A degraded phantom slice and its clean reference.
 
     CT: 128 px abdomen (350 mm field of view) plus white (25 HU) and correlated (15 HU)
-    noise, as examples/make_examples.py makes the demo series. PET: a 64 px phantom
-    blurred like a scanner PSF (the models were trained on PSF-blurred activity) at
-    quarter dose through the count simulator.
+    noise. PET: a 64 px phantom blurred like a scanner PSF (the models were trained on
+    PSF-blurred activity) at quarter dose through the count simulator.
     """
     rng = np.random.default_rng(seed)
     if task == "ct":
