@@ -18,6 +18,8 @@ trained on; the low-dose inputs are simulated with its simulators):
 - pet.nii.gz: z 58-81, y 24-119, x 16-111 (24 x 96 x 96, pelvis with the bladder) at
   1/4 of the counts (`LowCountPET` on the whole scan at once, then cropped), float32
   Bq/ml, the scan's spacing, origin moved to the first kept voxel.
+- ct_reference.nii.gz: full-dose HU of a 128 x 128 crop (y 160-287, x 96-223) of slice 14,
+  the clean reference the shipped-weights test degrades and restores.
 
 The source files are checked by SHA-256, and every seed, UID and date is fixed, so a
 rerun writes the same pixels and UIDs.
@@ -48,6 +50,7 @@ DOSE = 0.25
 CT_FILTER = "ramp"
 CT_Z = slice(13, 16)  # the test scan's slices through lungs, heart and hila
 # Inside the PET test region (z 0-98, the lowest third); the bladder is at z ~64-80.
+REF_CROP = (slice(160, 288), slice(96, 224))  # (y, x) of ct_reference.nii.gz
 PET_CROP = (slice(58, 82), slice(24, 120), slice(16, 112))  # (z, y, x)
 SEED = 2026  # also the DICOM UID seed: new UIDs, not the old phantom series'
 
@@ -68,6 +71,14 @@ def make_real_ct(shared: Path, out_dir: Path) -> Path:
     with atomic_output(folder, overwrite=True, directory=True) as tmp:
         save_datasets(datasets, tmp)
     return folder
+
+
+def make_ct_reference(shared: Path, out_dir: Path) -> Path:
+    """The full-dose pixels of a 128 px crop of the middle example slice (lung, chest wall
+    and mediastinum): a clean reference for checking a CT model (tests use it)."""
+    full = _read_checked(shared, CT_FILE)
+    part = crop(full, slice(CT_Z.start + 1, CT_Z.start + 2), *REF_CROP)
+    return write(part, out_dir / "ct_reference.nii.gz", overwrite=True)
 
 
 def make_real_pet(shared: Path, out_dir: Path) -> Path:
@@ -121,7 +132,8 @@ def main(argv: list[str] | None = None) -> list[Path]:
     parser.add_argument("--out", type=Path, default=HERE, help="output folder (default: examples/)")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
-    return [make_real_ct(args.shared, args.out), make_real_pet(args.shared, args.out)]
+    return [make_real_ct(args.shared, args.out), make_real_pet(args.shared, args.out),
+            make_ct_reference(args.shared, args.out)]
 
 
 if __name__ == "__main__":

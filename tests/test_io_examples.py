@@ -56,7 +56,7 @@ def test_real_examples_are_up_to_date(tmp_path):
     import pydicom
 
     made = _load("make_real_examples").main([str(SHARED), "--out", str(tmp_path)])
-    assert sorted(p.name for p in made) == ["ct_series", "pet.nii.gz"]
+    assert sorted(p.name for p in made) == ["ct_reference.nii.gz", "ct_series", "pet.nii.gz"]
     new, old = (sorted((root / "ct_series").iterdir()) for root in (tmp_path, EXAMPLES))
     assert [p.name for p in new] == [p.name for p in old]
     for a, b in zip(new, old, strict=True):
@@ -65,6 +65,9 @@ def test_real_examples_are_up_to_date(tmp_path):
     assert pet_new.array.tobytes() == pet_old.array.tobytes()
     assert (pet_new.spacing, pet_new.origin, pet_new.direction) == (
         pet_old.spacing, pet_old.origin, pet_old.direction)
+    ref_new, ref_old = (read(root / "ct_reference.nii.gz") for root in (tmp_path, EXAMPLES))
+    assert ref_new.array.tobytes() == ref_old.array.tobytes()
+    assert ref_new.origin == ref_old.origin
 
 
 @needs_shared
@@ -74,7 +77,9 @@ def test_real_examples_sit_on_their_source_voxels():
     with the source there (CT to the quarter-dose noise, PET on average)."""
     make = _load("make_real_examples")
     for rel, example, box in ((make.CT_FILE, EXAMPLES / "ct_series", (make.CT_Z,)),
-                              (make.PET_FILE, EXAMPLES / "pet.nii.gz", make.PET_CROP)):
+                              (make.PET_FILE, EXAMPLES / "pet.nii.gz", make.PET_CROP),
+                              (make.CT_FILE, EXAMPLES / "ct_reference.nii.gz",
+                               (slice(make.CT_Z.start + 1, make.CT_Z.start + 2), *make.REF_CROP))):
         source, ex = read(SHARED / rel), read(example)
         part = make.crop(source, *box)
         assert ex.array.shape == part.array.shape
@@ -84,7 +89,9 @@ def test_real_examples_sit_on_their_source_voxels():
         steps = (np.asarray(ex.origin) - np.asarray(source.origin)) / np.asarray(source.spacing)
         np.testing.assert_allclose(steps, np.rint(steps), atol=1e-3)
         diff = ex.array - part.array
-        if ex.domain is Domain.HU:
+        if example.name == "ct_reference.nii.gz":  # full dose: the source pixels exactly
+            assert np.array_equal(ex.array, part.array)
+        elif ex.domain is Domain.HU:
             assert abs(float(diff.mean())) < 2.0 and 15.0 < float(diff.std()) < 80.0
         else:
             body = part.array > 1000.0

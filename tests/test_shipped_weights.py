@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,15 +20,16 @@ from typer.testing import CliRunner
 
 from ratcli.api import restore
 from ratcli.cli import app
-from ratcli.io import Domain, Image
+from ratcli.io import Domain, Image, read
 from ratcli.models import load_checkpoint
-from ratcli.phantoms import ct_phantom, he_tile, pet_phantom, smooth_noise
+from ratcli.phantoms import he_tile, pet_phantom
 from ratcli.tasks import get_task
 from ratcli.training.baselines import run_baseline
 from ratcli.training.degrade import make_degradation
 from ratcli.training.metrics import psnr
 from ratcli.weights import REPO_WEIGHTS_DIR, load_manifest
 
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 SHIPPED = {"rat-ct": "ct", "rat-ct-window-only": "ct", "rat-pet": "pet",
            "rat-sr-x2": "sr-x2", "rat-sr-x4": "sr-x4"}
 
@@ -69,20 +71,20 @@ def test_manifest_entry_matches_the_checkpoint(name):
 
 
 def _denoise_case(task: str, seed: int = 3) -> tuple[Image, np.ndarray]:
-    """A degraded phantom slice and its clean reference.
+    """A degraded slice and its clean reference.
 
-    CT: 128 px abdomen (350 mm field of view) plus white (25 HU) and correlated (15 HU)
-    noise. PET: a 64 px phantom blurred like a scanner PSF (the models were trained on
-    PSF-blurred activity) at quarter dose through the count simulator.
+    CT: the middle slice of examples/ct_series (real chest CT, 1/4 dose simulated on the
+    whole slice) cropped to the box of examples/ct_reference.nii.gz, its full-dose pixels.
+    PET: a 64 px phantom blurred like a scanner PSF at quarter dose through the count
+    simulator.
     """
     rng = np.random.default_rng(seed)
     if task == "ct":
-        clean = ct_phantom(128, 1, seed)
-        noisy = clean + 25.0 * rng.standard_normal(clean.shape) + 15.0 * smooth_noise(
-            clean.shape, sigma_px=1.2, rng=rng)
-        image = Image(noisy.astype(np.float32), spacing=(2.7, 2.7, 3.0), domain=Domain.HU,
-                      modality="CT")
-        return image, clean
+        ref = read(EXAMPLES / "ct_reference.nii.gz")
+        series = read(EXAMPLES / "ct_series")
+        noisy = series.array[1:2, 160:288, 96:224]  # make_real_examples.REF_CROP
+        assert np.allclose(series.origin[2] + series.spacing[2], ref.origin[2])
+        return Image(noisy, spacing=ref.spacing, domain=Domain.HU, modality="CT"), ref.array
     clean = gaussian_filter(pet_phantom(64, 1, seed) * 3.0, (0, 1.5, 1.5)).astype(np.float32)
     sim = make_degradation(get_task("pet"))
     low = np.stack([sim(s, rng) for s in clean]).astype(np.float32)
@@ -97,7 +99,7 @@ def test_denoiser_restores_a_small_image(name):
     assert out.array.shape == clean.shape and np.isfinite(out.array).all()
     span = 4096.0 if task == "ct" else float(clean.max() - clean.min())
     before, after = psnr(low.array, clean, span), psnr(out.array, clean, span)
-    assert after > before + (1.0 if task == "ct" else 3.0), (before, after)
+    assert after > before + (5.0 if task == "ct" else 3.0), (before, after)
 
 
 @pytest.mark.parametrize("name", ["rat-sr-x2", "rat-sr-x4"])
