@@ -155,3 +155,25 @@ def test_overshoot_weight_adds_the_overshoot_loss_to_training(tmp_path):
         losses[weight] = json.loads(log[0])["loss"]
     # same seed, data and first prediction: only the added overshoot term differs
     assert losses[100.0] > losses[0.0]
+
+
+def test_init_starts_from_given_weights_and_refuses_other_settings(tmp_path):
+    # fine-tuning: the new run's model is the given checkpoint's, whatever its region_block
+    import dataclasses
+
+    from ratcli.models import build_rat, save_checkpoint
+    from ratcli.training.state import init_from
+
+    cfg = TrainConfig(**TINY)
+    torch.manual_seed(1)
+    source = build_rat(cfg.model_config())
+    path = tmp_path / "mine.pt"
+    save_checkpoint(path, source, dataclasses.replace(cfg.model_config(), region_block=0),
+                    {"task": "ct"})
+    trainer = Trainer(TrainConfig(**TINY | dict(init=str(path), iters=1)), tmp_path / "run")
+    for (name, a), b in zip(trainer.model.state_dict().items(), source.state_dict().values(),
+                            strict=True):
+        assert torch.equal(a, b), name
+    with pytest.raises(UsageError, match="model settings differ"):
+        init_from(build_rat(TrainConfig(**TINY | dict(width=8)).model_config()), str(path),
+                  TrainConfig(**TINY | dict(width=8)).model_config())

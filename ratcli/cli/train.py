@@ -94,6 +94,9 @@ def train(
                                "its last.pt left off."),
     out: Path | None = typer.Option(None, "-o", "--output", "--out",
                                     help="Run folder (default runs/<task>)."),
+    init: str | None = _opt("--init", "Start from these weights (path or manifest name) "
+                            "instead of a fresh model: fine-tuning, e.g. rat-ct on your "
+                            "scanner's data."),
     stop_at: int | None = _opt("--stop-at", "Stop at this step (saves last.pt; continue "
                                "later with --resume)."),
     overwrite: bool = flag("--overwrite", "Replace an earlier run in -o."),
@@ -105,7 +108,7 @@ def train(
         task=task, data=data, val=val, width=width, iters=iters, batch_size=batch_size,
         patch=patch, lr=lr, focal_beta=focal_beta, regions=regions, region_attn=region_attn,
         dose=dose, photons=photons, seed=seed, val_every=val_every, log_every=log_every,
-        workers=workers, device=device and device.value).items() if v is not None}
+        workers=workers, device=device and device.value, init=init).items() if v is not None}
     # under torchrun every rank runs this command; only rank 0 talks
     quiet = quiet or os.environ.get("RANK", "0") != "0"
     say = (lambda _msg: None) if quiet else note_line

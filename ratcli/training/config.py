@@ -50,7 +50,8 @@ class TrainConfig:
     regions: none | classical | sam | auto. dose, photons, electronic_noise, counts,
     blur_sigma, noise_sigma, jpeg_quality: degradation simulator settings. seed: seeds
     model init, patches and simulation; realizations: simulated inputs per single-quality
-    training volume.
+    training volume. init: weights (path or manifest name) to start from instead of a fresh
+    initialisation (fine-tuning; the model settings must match them).
     val_every / log_every: steps between validations / log lines; val_max: most validation
     slices used. workers: DataLoader processes. amp: mixed precision on CUDA. device: auto |
     cpu | cuda | mps.
@@ -63,6 +64,7 @@ class TrainConfig:
     heads: int = 8
     region_attn: bool = True
     identity_init: bool = True
+    init: str = ""
     # model-side affine of the normalised input (RATConfig.input_shift / input_gain)
     input_shift: float = 0.0
     input_gain: float = 1.0

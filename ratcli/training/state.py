@@ -1,4 +1,5 @@
-"""Training-state checkpoints (`last.pt`, `best.pt`): everything an exact resume needs.
+"""Training-state checkpoints (`last.pt`, `best.pt`): everything an exact resume needs,
+and `init_from` (the weights a fine-tuning run starts from).
 
 A state file holds the training config, the model config and weights, the optimiser,
 scheduler and AMP-scaler states, the step, the best validation record and the RNG
@@ -9,16 +10,19 @@ file in the same folder and renamed into place.
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from ratcli.errors import UsageError
+from ratcli.models import RATConfig
 from ratcli.models.checkpoint import load_tagged, save_tagged
 
 __all__ = ["STATE_FORMAT", "save_state", "load_state", "capture_rng", "restore_rng",
-           "seed_everything"]
+           "seed_everything", "init_from"]
 
 STATE_FORMAT = "rat-train-state/1"
 
@@ -59,3 +63,17 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
     np.random.seed(seed)
     random.seed(seed)
+
+
+def init_from(model: torch.nn.Module, weights: str, expected: RATConfig) -> None:
+    """Load `weights` (path or manifest name) into `model` to fine-tune from them; their
+    model settings must be `expected` (the run's)."""
+    from ratcli.models import load_checkpoint
+    from ratcli.weights import resolve_weights
+
+    ckpt = load_checkpoint(resolve_weights(weights))
+    # region_block changes which tokens attend to which, not the parameters
+    if dataclasses.replace(ckpt.config, region_block=expected.region_block) != expected:
+        raise UsageError(f"init {weights}: its model settings differ from this run's "
+                         f"({ckpt.config} vs {expected})")
+    model.load_state_dict({k: v.float() for k, v in ckpt.state_dict.items()})

@@ -40,6 +40,7 @@ from ratcli.training.patches import PatchDataset, TrainSlice, prepare_slices
 from ratcli.training.runlog import RunLog
 from ratcli.training.state import (
     capture_rng,
+    init_from,
     load_state,
     restore_rng,
     save_state,
@@ -99,7 +100,9 @@ class Trainer:
         self.region_method = config.regions
         self.data_record = self._load_data()
         model = build_rat(config.model_config())
-        if config.identity_init:
+        if config.init:
+            init_from(model, config.init, config.model_config())
+        elif config.identity_init:
             _zero_output_layer(model)
         self.model = wrap_model(model.to(self.device), self.ctx, self.device)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr,

@@ -22,7 +22,8 @@ is seeded; `provenance.json` lists what each slice got.
 
 Output layout (what `rat train --data` / `rat evaluate --data` read as paired data):
     OUT/ct/train/{low,full}/*.nii.gz, OUT/ct/val/..., OUT/ct/test/d4-ramp/{low,full}/...
-    OUT/pet/train/..., OUT/pet/val/..., OUT/pet/test-d4/..., OUT/pet/test-d10/...
+    OUT/pet/train/..., OUT/pet/val/..., OUT/pet/test-d4/..., OUT/pet/test-d10/...,
+    OUT/pet/train-lesions/..., OUT/pet/val-lesions/... (the slabs with inserted lesions)
 """
 
 from __future__ import annotations
@@ -131,11 +132,24 @@ def prepare_pet(shared: Path, out: Path) -> dict:
                 low = np.stack([sim(s, rng) for s in target.array])
                 folder = out / (f"test-{tag}" if part == "test" else part)
                 _write_pair(target, low, folder, f"qin-0024-{tag}-r{r}")
+    # train-lesions / val-lesions: the same slabs with lesions of their own (other seeds,
+    # as many per slice as the test region has), for the fine-tuning run that teaches
+    # the model to keep focal uptake (pet-real-lesions.toml)
+    for part, z, reps in (("train", train, 4), ("val", val, 1)):
+        count = round(PET_LESIONS * len(z) / len(test))
+        for r in range(reps):
+            target, _ = _insert_lesions(_take(full, z), np.random.default_rng([6, len(z), r]),
+                                        count)
+            for d, (tag, dose) in enumerate(PET_DOSES.items()):
+                rng = np.random.default_rng([7, d, r, z[0]])
+                low = np.stack([LowCountPET(dose=dose)(s, rng) for s in target.array])
+                _write_pair(target, low, out / f"{part}-lesions", f"qin-0024-{tag}-r{r}")
     return record
 
 
-def _insert_lesions(image: Image, rng: np.random.Generator) -> tuple[Image, list[dict]]:
-    """PET_LESIONS hot spheres in soft tissue (local activity 0.5-2x the body median),
+def _insert_lesions(image: Image, rng: np.random.Generator, count: int = PET_LESIONS
+                    ) -> tuple[Image, list[dict]]:
+    """`count` hot spheres in soft tissue (local activity 0.5-2x the body median),
     at least 30 mm apart, PSF-blurred; returns the new Image and what was inserted."""
     from scipy.ndimage import gaussian_filter
 
@@ -151,7 +165,7 @@ def _insert_lesions(image: Image, rng: np.random.Generator) -> tuple[Image, list
     placed: list[dict] = []
     candidates = np.argwhere(ok)
     for c in candidates[rng.permutation(len(candidates))]:
-        if len(placed) == PET_LESIONS:
+        if len(placed) == count:
             break
         mm = np.array([c[0] * sz, c[1] * sy, c[2] * sx])
         if any(np.linalg.norm(mm - np.array(p["mm"])) < 30.0 for p in placed):
