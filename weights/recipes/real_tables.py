@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import math
 import os
 import subprocess
 import sys
@@ -26,6 +25,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+
+from ratcli.training.metrics import summarize
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from prepare_real import FILTERS, PET_DOSES, TEST_DOSES  # noqa: E402
@@ -57,18 +58,6 @@ def run_one(task: str, data: Path, report: Path, weights: list[str]) -> None:
     subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL)
 
 
-def t_interval(values: np.ndarray) -> tuple[float, float, float]:
-    """mean and 95 % t interval of the mean."""
-    from scipy import stats
-
-    n = len(values)
-    mean = float(np.mean(values))
-    if n < 2:
-        return mean, math.nan, math.nan
-    half = float(stats.t.ppf(0.975, n - 1) * np.std(values, ddof=1) / math.sqrt(n))
-    return mean, mean - half, mean + half
-
-
 def gather(report: Path, metric: str) -> dict[str, dict[str, float]]:
     """{method: {image: value}} of one metric from a report's metrics.csv."""
     values: dict[str, dict[str, float]] = {}
@@ -89,9 +78,9 @@ def condition_table(report: Path, metric: str) -> dict:
         for m, v in values.items():
             if m not in ("input", "nlm", "tv", "bm3d"):
                 d = np.array([v[i] - base[i] for i in v])
-                mean, lo, hi = t_interval(d)
-                diffs[m] = {"mean": mean, "ci95": [lo, hi], "slices": len(d),
-                            "ahead_slices": int(np.sum(d > 0))}
+                st = summarize(d)  # mean and 95 % t interval over the slices
+                diffs[m] = {"mean": st["mean"], "ci95": [st["ci95_low"], st["ci95_high"]],
+                            "slices": len(d), "ahead_slices": int(np.sum(d > 0))}
     return {"mean": means, "vs_bm3d": diffs}
 
 
