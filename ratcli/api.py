@@ -62,7 +62,9 @@ class Session:
     ("auto", "sam", "classical", "none" or a label-map path; sam_checkpoint and cache go
     to it); threads: CPU threads for torch (None: OMP_NUM_THREADS, else every CPU);
     max_pixels: the largest image io.read decodes (None: RAT_MAX_PIXELS, else
-    io.checks.DEFAULT_MAX_PIXELS; 0: no limit); the rest go to `Restorer`.
+    io.checks.DEFAULT_MAX_PIXELS; 0: no limit); raw: skip the task's output guard
+    (ratcli.inference.guards) and keep the network's output as is; the rest go to
+    `Restorer`.
     """
 
     def __init__(
@@ -81,6 +83,7 @@ class Session:
         cache: bool = True,
         max_pixels: int | None = None,
         threads: int | None = None,
+        raw: bool = False,
         on_tiles: ProgressFn | None = None,
     ) -> None:
         self.mode = Mode(mode)
@@ -96,6 +99,7 @@ class Session:
                                            cache=cache)
         self.partitioner = partitioner
         self.max_pixels = max_pixels
+        self.raw = raw
         set_threads(threads)
         self.on_tiles = on_tiles
         self.fixed_task = None if task == "auto" else self._check_task(get_task(task))
@@ -158,9 +162,11 @@ class Session:
             model = ckpt.build(self.device)
             restorer = Restorer(model, task, tile=self.tile, overlap=self.overlap,
                                 batch_size=self.batch_size, device=self.device,
-                                partitioner=self.partitioner, on_progress=self.on_tiles)
+                                partitioner=self.partitioner, guard=not self.raw,
+                                on_progress=self.on_tiles)
             provenance = {"task": task.name, "weights": Path(ref).name if _is_path(ref)
-                          else ref, "weights_sha256": ckpt.sha256}
+                          else ref, "weights_sha256": ckpt.sha256,
+                          "guard": "none" if self.raw else task.guard or "none"}
             self._restorers[key] = (restorer, provenance)
         return self._restorers[key]
 

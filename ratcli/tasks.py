@@ -71,6 +71,7 @@ class TaskSpec:
     percentile: float = 99.9
     tile: int = 256
     nonnegative: bool = False
+    guard: str = ""
 
     def __post_init__(self) -> None:
         # Strings are accepted (tests, configs) and checked here, so a typo fails at once.
@@ -143,10 +144,12 @@ TASKS: dict[str, TaskSpec] = {
         # through linearly (no clipping), the window only sets the model's scale.
         TaskSpec("ct", "denoise", 1, 1, "rat-ct", Norm.HU, Modality.CT,
                  window=(-1024.0, 3072.0)),
-        # Activity concentration cannot be negative: the output rule clamps at 0.
+        # Activity concentration cannot be negative: the output rule clamps at 0; the
+        # activity guard puts back hot (and cold) spots the network flattened.
         TaskSpec("pet", "denoise", 1, 1, "rat-pet", Norm.ROBUST, Modality.PT,
-                 nonnegative=True),
-        TaskSpec("sr-x2", "sr", 3, 2, "rat-sr-x2", Norm.UINT8, Modality.SM, tile=256),
+                 nonnegative=True, guard="activity"),
+        TaskSpec("sr-x2", "sr", 3, 2, "rat-sr-x2", Norm.UINT8, Modality.SM, tile=256,
+                 guard="range"),
         TaskSpec("sr-x4", "sr", 3, 4, "rat-sr-x4", Norm.UINT8, Modality.SM, tile=128),
     )
 }

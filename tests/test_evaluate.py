@@ -115,9 +115,11 @@ def test_sr_evaluation_uses_bicubic_and_rgb_metrics(tmp_path):
     ck = _checkpoint(tmp_path / "sr.pt", task="sr-x2", channels=3, scale=2)
     report = evaluate(get_task("sr-x2"), weights=[ck], out=tmp_path / "rep",
                       data="synthetic:he,volumes=1,slices=2,size=48", figures=1)
-    assert [m["name"] for m in report.methods] == ["bicubic", "sr"]
+    # sr-x2 has an output guard: the model is reported with it and raw
+    assert [m["name"] for m in report.methods] == ["bicubic", "sr", "sr-raw"]
+    assert [m.get("guard") for m in report.methods] == [None, "range", "none"]
     rows = _rows(report.files["csv"])
-    assert len(rows) == 2 * 2
+    assert len(rows) == 2 * 3
     assert all(r["psnr_window"] == "" and r["psnr_y8"] != "" for r in rows)
     # bicubic row against scikit-image on the same simulated pair
     from ratcli.training.data import load_pairs, parse_data_spec

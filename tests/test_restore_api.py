@@ -112,3 +112,19 @@ def test_in_memory_restore_matches_the_restorer_contract(tmp_path):
     # A random net with a global residual still follows its input (and is not it).
     assert np.corrcoef(out.array.ravel(), image.array.ravel())[0, 1] > 0.5
     assert not np.allclose(out.array, image.array)
+
+
+def test_task_output_guard_is_on_by_default_and_raw_turns_it_off(tmp_path):
+    from ratcli.inference.guards import activity_guard
+
+    weights = _ckpt(tmp_path / "pet.pt", task="pet")
+    image = Image(pet_phantom(size=32, slices=6, seed=3) * 5.0, spacing=(4.0, 4.0, 4.0),
+                  domain=Domain.ACTIVITY, modality="PT")
+    raw = restore(image, weights=weights, device="cpu", raw=True).array
+    guarded = restore(image, weights=weights, device="cpu").array
+    np.testing.assert_allclose(guarded, activity_guard(image.array, raw), atol=1e-5)
+    assert not np.allclose(guarded, raw)
+    session = Session(weights=weights, device="cpu", raw=True)
+    assert session.restorer(session.task_for(image, "x"))[1]["guard"] == "none"
+    assert Session(weights=weights, device="cpu").restorer(
+        session.task_for(image, "x"))[1]["guard"] == "activity"

@@ -81,6 +81,9 @@ _MAX_PIXELS = typer.Option(None, "--max-pixels", help="Refuse images with more p
 _THREADS = typer.Option(None, "--threads", help="CPU threads for the forward pass "
                         "(default: OMP_NUM_THREADS when set, else every core).")
 _OVERWRITE = flag("--overwrite", "Replace existing outputs (never an input).")
+_RAW = flag("--raw", "Write the network's output as is, without the task's output guard "
+            "(PET: hot and cold spots the network flattened are put back; SR: output "
+            "clamped to the input's local range).")
 _JSON = json_option("One JSON line per input on stdout: input, output, status (ok, error, "
                     "skipped), seconds, task, note, error.")
 _TASK_HELP = ("Task; auto = from the weights, else the DICOM Modality (CT -> ct, PT -> "
@@ -103,6 +106,7 @@ def denoise(
     max_pixels: int | None = _MAX_PIXELS,
     threads: int | None = _THREADS,
     overwrite: bool = _OVERWRITE,
+    raw: bool = _RAW,
     as_json: bool = _JSON,
     quiet: bool = quiet_option(),
 ) -> None:
@@ -110,7 +114,7 @@ def denoise(
     _run(inputs, output, as_json=as_json, quiet=quiet, overwrite=overwrite, mode="denoise",
          task=task.value, weights=weights, device=device.value, tile=tile, overlap=overlap,
          batch_size=batch_size, regions=regions, sam_checkpoint=sam_checkpoint,
-         no_cache=no_cache, max_pixels=max_pixels, threads=threads)
+         no_cache=no_cache, max_pixels=max_pixels, threads=threads, raw=raw)
 
 
 @app.command(epilog=_RULES)
@@ -131,6 +135,7 @@ def sr(
     max_pixels: int | None = _MAX_PIXELS,
     threads: int | None = _THREADS,
     overwrite: bool = _OVERWRITE,
+    raw: bool = _RAW,
     as_json: bool = _JSON,
     quiet: bool = quiet_option(),
 ) -> None:
@@ -139,7 +144,7 @@ def sr(
          scale=int(scale.value), task=task.value, weights=weights, device=device.value,
          tile=tile, overlap=overlap, batch_size=batch_size, regions=regions,
          sam_checkpoint=sam_checkpoint, no_cache=no_cache, max_pixels=max_pixels,
-         threads=threads)
+         threads=threads, raw=raw)
 
 
 def library_limits(max_pixels: int | None, threads: int | None) -> dict[str, int]:

@@ -7,7 +7,8 @@ Slices are restored a few at a time ("waves"): the tiles of all slices of a wave
 through the model in batches of `batch_size` regardless of which slice they come from, so
 a series of small slices runs `batch_size` slices per forward pass. A wave holds at most
 `MAX_WAVE_SLICES` slices and `MAX_WAVE_BYTES` of output accumulators, so memory does not
-grow with the volume. The tiles are then blended and cropped back per slice.
+grow with the volume. The tiles are then blended and cropped back per slice, and the
+task's output guard (guards.py) checks the whole restored volume against the input.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from ratcli.inference.device import (
     is_out_of_memory,
     resolve_device,
 )
+from ratcli.inference.guards import apply_guard
 from ratcli.inference.tiling import TileGrid
 from ratcli.io.image import Image
 from ratcli.models.rat import pad_to_multiple
@@ -59,6 +61,8 @@ class Restorer:
     precision: "auto" (bf16/fp16 autocast on GPU, fp32 on CPU), "fp32", "fp16", "bf16".
     partitioner: region map for a whole slice at output resolution (None: one region
         per tile). For SR it sees the bilinearly upsampled input.
+    guard: apply the task's output guard (`guards.apply_guard`, e.g. PET hot spots put
+        back, SR clamped to the input's local range); False gives the raw network output.
     min_tile: smallest tile tried after repeated out-of-memory errors.
     on_progress: called after every batch with (tiles done, tiles total).
     """
@@ -74,6 +78,7 @@ class Restorer:
         device: str | torch.device = "auto",
         precision: str | Precision = Precision.AUTO,
         partitioner: Partitioner | None = None,
+        guard: bool = True,
         min_tile: int = 32,
         on_progress: ProgressFn | None = None,
     ) -> None:
@@ -93,6 +98,7 @@ class Restorer:
         self.batch_size = batch_size
         self.dtype = autocast_dtype(self.device, precision)
         self.partitioner = partitioner
+        self.guard = guard
         self.on_progress = on_progress
 
     @torch.inference_mode()
@@ -132,6 +138,8 @@ class Restorer:
             out = out.permute(0, 2, 3, 1) if norm.ndim == 4 else out[:, 0]
             slices.extend(out.numpy())
         out = self.task.denormalize(np.stack(slices), params)
+        if self.guard:
+            out = apply_guard(self.task.guard, image.array, out, self.scale)
         return image.derived(out, scale=self.scale)
 
     # -- private steps, in call order --------------------------------------------------

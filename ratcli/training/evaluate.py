@@ -9,7 +9,9 @@ Data: a data spec as in data.py (paired `low/` + `full/` folders, single-quality
 degraded by the simulator with `sim_seed`, or `synthetic:...`). Models run through
 `ratcli.inference.Restorer` on whole volumes (one normalisation per volume, as
 `rat denoise` does), with the region method recorded in the checkpoint unless `regions`
-overrides it. Metrics are computed per 2D slice (an "image") in physical units; see
+overrides it. Where the task has an output guard (inference/guards.py: PET, SR x2), each
+model is reported as `rat denoise`/`rat sr` writes it (guard applied) and as its raw
+network output (`<name>-raw`). Metrics are computed per 2D slice (an "image") in physical units; see
 metrics.py for their definitions and report.py for the file columns.
 """
 
@@ -24,6 +26,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ratcli.errors import OutputExistsError, UsageError
+from ratcli.inference.guards import apply_guard
 from ratcli.tasks import TaskSpec
 from ratcli.training.activity import VOLUME_COLUMNS, find_hot_spots, volume_metrics
 from ratcli.training.baselines import BASELINES, baselines_for, run_baseline
@@ -114,21 +117,27 @@ def evaluate(
             _tick(on_progress, done, total)
         for m in models:
             t0 = time.perf_counter()
-            outputs[m.name] = m.restorer(device).restore(pair.input).array
+            raw = m.restorer(device).restore(pair.input).array
+            if task.guard:  # what users get, and the raw network output beside it
+                outputs[m.name] = apply_guard(task.guard, pair.input.array, raw, task.scale)
+                outputs[m.raw_name], seconds[m.raw_name] = raw, time.perf_counter() - t0
+            else:
+                outputs[m.name] = raw
             seconds[m.name] = time.perf_counter() - t0
             done += 1
             _tick(on_progress, done, total)
-        rows += _image_rows(pair, outputs, seconds, task, {m.name for m in models})
+        model_names = {m.name for m in models} | {m.raw_name for m in models}
+        rows += _image_rows(pair, outputs, seconds, task, model_names)
         if task.modality == "PT":
             volumes += _volume_rows(pair, outputs)
         shown += [(f"{pair.name}[{z}]", _panels(pair, outputs, z, models, names))
                   for z in picks.get(pair.name, [])]
 
-    kinds = {n: "baseline" for n in names} | {m.name: "model" for m in models}
+    kinds = {n: "baseline" for n in names} | {m: "model" for m in outputs if m not in names}
     summary = {method: {c: summarize_values([r[c] for r in rows if r["method"] == method])
                         for c in METRIC_COLUMNS} for method in kinds}
     methods = [{"name": n, "kind": "baseline", "sigma": "true (from the target)"}
-               for n in names] + [m.record() for m in models]
+               for n in names] + [r for m in models for r in m.records()]
     report = EvalReport(task.name, rows, summary, methods, definitions(task), volumes=volumes,
                         volume_summary={method: {c: summarize_values(
                             [r[c] for r in volumes if r["method"] == method])
@@ -160,6 +169,11 @@ class _Model:
     task: TaskSpec
     _restorer: Restorer | None = None
 
+    @property
+    def raw_name(self) -> str:
+        """Its raw network output's name (reported beside it when the task has a guard)."""
+        return f"{self.name}-raw"
+
     def restorer(self, device: str) -> Restorer:
         if self._restorer is None:
             from ratcli.inference import Restorer
@@ -167,15 +181,22 @@ class _Model:
 
             part = make_partitioner(self.regions, cache=True)
             model = self.checkpoint.build("cpu")
-            # whole images in one tile: evaluation images are small and it is exact
+            # whole images in one tile: evaluation images are small and it is exact;
+            # the task's guard is applied by the caller, which reports both outputs
             self._restorer = Restorer(model, self.task, tile=4096, overlap=0.0, batch_size=1,
-                                      device=device, partitioner=part)
+                                      device=device, partitioner=part, guard=False)
         return self._restorer
 
-    def record(self) -> dict:
-        return {"name": self.name, "kind": "model", "weights": str(self.path),
-                "sha256": self.checkpoint.sha256, "regions": self.regions,
+    def records(self) -> list[dict]:
+        """Report entries: the model (with the task's output guard) and, when there is
+        a guard, its raw network output."""
+        base = {"kind": "model", "weights": str(self.path), "sha256": self.checkpoint.sha256,
+                "regions": self.regions,
                 "provenance": self.checkpoint.meta.get("provenance", {}).get("data")}
+        if not self.task.guard:
+            return [{"name": self.name, **base}]
+        return [{"name": self.name, "guard": self.task.guard, **base},
+                {"name": self.raw_name, "guard": "none", **base}]
 
 
 def _load_model(weights: str | Path, task: TaskSpec, regions: str | None) -> _Model:
