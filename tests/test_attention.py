@@ -114,19 +114,25 @@ def test_one_plan_serves_many_layers():
         assert (out - ref).abs().max().item() < 1e-6
 
 
-def test_plan_layout_spans_buckets_and_identity():
+def test_plan_layout_calls_and_identity():
+    # two whole images of one region each: one unpadded call, nothing reordered
     one = RegionPlan.build(torch.zeros(2, 100, dtype=torch.long), big=64)
-    assert one.order is None and one.unpack is None and not one.buckets
-    assert one.spans == ((0, 100), (100, 100))  # one unpadded call per image
-    # sizes 4, 4 and 2: power-of-two buckets without padding need no key mask
-    labels = torch.tensor([[0, 1, 0, 1, 2, 0, 1, 2, 0, 1]])
-    plan = RegionPlan.build(labels, big=64)
-    assert not plan.spans and sorted(tuple(i.shape) for i, _ in plan.buckets) == [(1, 2), (2, 4)]
-    assert all(mask is None for _, mask in plan.buckets)
-    # a size-3 region is padded to 4 and its pad key masked
-    padded = RegionPlan.build(torch.tensor([[5, 5, 5, 7]]), big=64)
-    (idx3, mask3), = [b for b in padded.buckets if b[0].shape[1] == 4]
-    assert mask3.flatten().tolist() == [True, True, True, False]
+    assert one.gather is None and one.unpack is None and one.rows == 200
+    assert one.calls == ((0, 2, 100, None),)
+    # big regions of different sizes are never padded
+    two = RegionPlan.build(torch.tensor([[0] * 70 + [1] * 90]), big=64)
+    assert sorted((G, S, m) for _, G, S, m in two.calls) == [(1, 70, None), (1, 90, None)]
+    # sizes 4, 4 and 2: one call, the size-2 region padded to 4 and its pad keys masked
+    plan = RegionPlan.build(torch.tensor([[0, 1, 0, 1, 2, 0, 1, 2, 0, 1]]), big=64)
+    (start, G, S, mask), = plan.calls
+    assert (start, G, S, plan.rows) == (0, 3, 4, 12)
+    padded = [True, True, False, False]
+    assert sorted(mask.reshape(3, 4).tolist()) == [padded, [True] * 4, [True] * 4]
+    # thirty singletons and a 60-token region: padding the singletons to 60 would cost
+    # far more than a second call
+    mixed = RegionPlan.build(torch.tensor([[0] * 60 + list(range(1, 31))]), big=64)
+    assert sorted((G, S) for _, G, S, _ in mixed.calls) == [(1, 60), (30, 1)]
+    assert all(m is None for *_, m in mixed.calls) and mixed.rows == 90
 
 
 def test_padded_head_dim_gives_the_same_region_msa():

@@ -2,16 +2,17 @@
 
 R-MSA lets each token attend only to the tokens that share its region label. Instead of
 an (L, L) additive mask, the tokens of a forward pass are grouped by (image, label) once,
-into a `RegionPlan` that every RAT layer of that forward reuses:
+into a `RegionPlan` that every RAT layer of that forward reuses. The plan packs regions
+into SDPA calls of G regions padded to a common size S (pads masked as keys):
 
-- regions larger than `big` tokens: one SDPA call each on a contiguous, unpadded slice
-  of the grouped tokens (padding a large region would cost quadratically more);
-- the smaller regions of all images: packed into power-of-two buckets, at most
-  log2(big) + 1 SDPA calls, padded keys masked out.
+- regions larger than `big` tokens are never padded: equal-sized ones share a call;
+- the smaller regions, sorted by size, are cut into runs by a small dynamic programme
+  that minimises a cost model of the CPU kernel (a fixed cost per call plus G * S^2
+  scores and G * S rows), so few calls are made and little padding is computed.
 
-Compute is the sum of squared region sizes and memory never grows with L^2. Building the
-plan reads the region sizes back to the host once per forward; the per-layer path
-(`RegionPlan.group`, `RegionPlan.attend`) has no host synchronisation.
+Compute is about the sum of squared region sizes and memory never grows with L^2.
+Building the plan reads the region sizes back to the host once per forward; the
+per-layer path (`RegionPlan.group`, `RegionPlan.attend`) has no host synchronisation.
 """
 
 from __future__ import annotations
@@ -24,31 +25,34 @@ import torch.nn.functional as F
 
 __all__ = ["RegionPlan", "region_attention", "window_attention", "batch_region_ids"]
 
+# Cost model of one SDPA call, in units of one attention score (all heads): a call costs
+# about as much as _CALL_COST scores, a query row as much as _ROW_COST scores (8 heads,
+# head_dim 16, one thread: ~25 us per call, ~2 ns per score and ~40 ns per row per head).
+_CALL_COST = 1600.0
+_ROW_COST = 20.0
+
 
 @dataclass(frozen=True)
 class RegionPlan:
-    """How the n = B * L tokens of one forward pass are grouped into regions.
+    """How the n = B * L tokens of one forward pass are packed into SDPA calls.
 
-    n: number of tokens. order: (n,) int64, the token at each grouped position (tokens
-    sorted by image, then label, then position), or None when that is the identity.
-    spans: (start, length) in grouped order of every region longer than `big` tokens.
-    buckets: one (index, key_mask) per power-of-two size: index (G, size) int64 grouped
-    positions of G regions, pads repeating the region's first token; key_mask (G, 1, 1,
-    size) bool, or None when no region of the bucket is padded. unpack: (n,) int64, the
-    row of the packed attention output (spans in order, then each bucket's G*size rows)
-    that holds each token, or None when the packed output is already in token order.
+    n: number of tokens. gather: (P,) int64, the token at each of the P packed rows
+    (regions call by call, each padded by repeating its first token), or None when that
+    is the identity (P == n). calls: (start row, G, S, key_mask) of every call, covering
+    rows start .. start + G*S; key_mask (G, 1, 1, S) bool, None when nothing is padded.
+    unpack: (n,) int64, the packed row that holds each token, or None for the identity.
     """
 
     n: int
-    order: torch.Tensor | None
-    spans: tuple[tuple[int, int], ...]
-    buckets: tuple[tuple[torch.Tensor, torch.Tensor | None], ...]
+    gather: torch.Tensor | None
+    calls: tuple[tuple[int, int, int, torch.Tensor | None], ...]
     unpack: torch.Tensor | None
 
     @classmethod
     def build(cls, labels: torch.Tensor, big: int = 64) -> RegionPlan:
         """labels: (B, L) integer, any values (negative, non-contiguous); equal labels in
-        different images are different regions. big: regions longer than this run alone."""
+        different images are different regions. big: regions longer than this are never
+        padded."""
         B, L = labels.shape
         n, device = B * L, labels.device
         flat = labels.reshape(n)
@@ -59,65 +63,86 @@ class RegionPlan:
         new = torch.ones(n, dtype=torch.bool, device=device)
         new[1:] = ((sorted_labels[1:] != sorted_labels[:-1])
                    | (sorted_image[1:] != sorted_image[:-1]))
-        starts_t = torch.nonzero(new).flatten()
-        identity = torch.equal(order, torch.arange(n, device=device))
-        starts = starts_t.cpu().numpy()  # the one read-back of the forward pass
+        starts = torch.nonzero(new).flatten().cpu().numpy()  # the one read-back of the forward
         counts = np.diff(np.append(starts, n))
 
-        packed_row = np.empty(n, dtype=np.int64)  # grouped position -> packed output row
-        is_big = counts > big
-        in_big = np.repeat(is_big, counts)
-        n_big = int(in_big.sum())
-        packed_row[in_big] = np.arange(n_big)
-        spans = tuple(zip(starts[is_big].tolist(), counts[is_big].tolist(), strict=True))
-        buckets = []
-        offset = n_big
-        small = ~is_big
-        power = np.ceil(np.log2(np.maximum(counts, 1))).astype(np.int64)
-        for p in np.unique(power[small]).tolist():
-            sel = small & (power == p)
-            size = 1 << p
-            g_start, g_count = starts[sel], counts[sel]
+        groups = _equal_size_groups(counts, counts > big) + _padded_runs(counts, counts <= big)
+        calls, rows = [], []  # rows: the grouped position held by each packed row
+        packed_row = np.empty(n, dtype=np.int64)  # grouped position -> its packed row
+        start = 0
+        for regions in groups:
+            size = int(counts[regions].max())
             ar = np.arange(size)
-            valid = ar[None, :] < g_count[:, None]  # (G, size)
-            index = g_start[:, None] + np.where(valid, ar[None, :], 0)
-            rows = offset + np.arange(index.size).reshape(index.shape)
-            packed_row[index[valid]] = rows[valid]
-            offset += index.size
+            valid = ar < counts[regions, None]  # (G, size)
+            grouped = starts[regions, None] + np.where(valid, ar, 0)  # pads: first token
+            packed_row[grouped[valid]] = start + np.flatnonzero(valid)
+            rows.append(grouped.reshape(-1))
             mask = None if valid.all() else torch.from_numpy(valid[:, None, None, :]).to(device)
-            buckets.append((torch.from_numpy(index).to(device), mask))
-        unpack = None
-        if not (identity and offset == n and np.array_equal(packed_row, np.arange(n))):
-            rows_t = torch.from_numpy(packed_row).to(device)
-            unpack = torch.empty_like(rows_t).index_put_((order,), rows_t)
-        return cls(n, None if identity else order, spans, tuple(buckets), unpack)
+            calls.append((start, len(regions), size, mask))
+            start += valid.size
+        gather = order.index_select(0, torch.from_numpy(np.concatenate(rows)).to(device))
+        if start == n and torch.equal(gather, torch.arange(n, device=device)):
+            return cls(n, None, tuple(calls), None)
+        unpack = torch.empty(n, dtype=torch.long, device=device)
+        unpack.index_put_((order,), torch.from_numpy(packed_row).to(device))
+        return cls(n, gather, tuple(calls), unpack)
+
+    @property
+    def rows(self) -> int:
+        """Number of packed rows P (n plus the pads)."""
+        return self.n if self.gather is None else self.gather.numel()
 
     def group(self, t: torch.Tensor) -> torch.Tensor:
-        """(n, ...) in token order -> (n, ...) in grouped order."""
-        return t if self.order is None else t.index_select(0, self.order)
+        """(n, ...) in token order -> (P, ...) in packed order."""
+        return t if self.gather is None else t.index_select(0, self.gather)
 
     def attend(self, qkv: torch.Tensor, scale: float | None = None) -> torch.Tensor:
-        """qkv: (n, 3, heads, D) in grouped order -> (n, heads, D) in token order.
+        """qkv: (P, 3, heads, D) in packed order -> (n, heads, D) in token order.
 
         scale: logit scale (default D**-0.5; pass the true head_dim**-0.5 when D is
         zero-padded)."""
-        if qkv.shape[0] != self.n or qkv.shape[1] != 3:
-            raise ValueError(f"qkv must have shape ({self.n}, 3, heads, D), got {tuple(qkv.shape)}")
+        if qkv.shape[0] != self.rows or qkv.shape[1] != 3:
+            raise ValueError(f"qkv must have shape ({self.rows}, 3, heads, D), "
+                             f"got {tuple(qkv.shape)}")
         parts = []
-        for s, m in self.spans:
-            # (m, 3, heads, D) -> three (1, heads, m, D)
-            q, k, v = qkv[s : s + m].permute(1, 2, 0, 3)[:, None]
-            o = F.scaled_dot_product_attention(q, k, v, scale=scale)
-            parts.append(o[0].transpose(0, 1))  # (m, heads, D)
-        for index, mask in self.buckets:
-            G, size = index.shape
-            g = qkv.index_select(0, index.flatten())  # (G*size, 3, heads, D)
+        for start, G, size, mask in self.calls:
             # (G*size, 3, heads, D) -> three (G, heads, size, D)
-            q, k, v = g.view(G, size, *qkv.shape[1:]).permute(2, 0, 3, 1, 4)
+            q, k, v = qkv[start : start + G * size].view(G, size, *qkv.shape[1:]).permute(
+                2, 0, 3, 1, 4)
             o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
             parts.append(o.transpose(1, 2).reshape(G * size, *qkv.shape[2:]))
         packed = parts[0] if len(parts) == 1 else torch.cat(parts)
         return packed if self.unpack is None else packed.index_select(0, self.unpack)
+
+
+def _equal_size_groups(counts: np.ndarray, selected: np.ndarray) -> list[np.ndarray]:
+    """Indices of the selected regions, grouped by equal size (calls without padding)."""
+    idx = np.flatnonzero(selected)
+    return [idx[counts[idx] == c] for c in np.unique(counts[idx])]
+
+
+def _padded_runs(counts: np.ndarray, selected: np.ndarray) -> list[np.ndarray]:
+    """Indices of the selected regions cut into calls of consecutive sizes: the cheapest
+    cut under the cost model (_CALL_COST per call, G * (S^2 + _ROW_COST * S) per call
+    of G regions padded to S), by dynamic programming over the distinct sizes."""
+    idx = np.flatnonzero(selected)
+    if not idx.size:
+        return []
+    idx = idx[np.argsort(counts[idx], kind="stable")]
+    sizes, first = np.unique(counts[idx], return_index=True)
+    last = np.append(first[1:], idx.size)  # regions of sizes[k] are idx[first[k]:last[k]]
+    K = sizes.size
+    best, cut = np.zeros(K + 1), np.zeros(K + 1, dtype=np.int64)
+    for j in range(1, K + 1):  # sizes[i:j] in one call, padded to sizes[j-1]
+        S = float(sizes[j - 1])
+        cost = best[:j] + _CALL_COST + (last[j - 1] - first[:j]) * (S * S + _ROW_COST * S)
+        cut[j] = np.argmin(cost)
+        best[j] = cost[cut[j]]
+    runs, j = [], K
+    while j:
+        runs.append(idx[first[cut[j]] : last[j - 1]])
+        j = cut[j]
+    return runs[::-1]
 
 
 def region_attention(

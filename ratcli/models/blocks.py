@@ -129,7 +129,7 @@ class RegionMSA(_MSA):
             w = F.pad(w.view(3, Hh, D, C), (0, 0, 0, pad)).reshape(-1, C)
             b = F.pad(b.view(3, Hh, D), (0, pad)).reshape(-1)
             pw = F.pad(pw.view(C, Hh, D), (0, pad)).reshape(C, -1)
-        qkv = F.linear(plan.group(x), w, b).view(N, 3, Hh, D + pad)
+        qkv = F.linear(plan.group(x), w, b).view(plan.rows, 3, Hh, D + pad)  # packed rows
         o = plan.attend(qkv, scale=D**-0.5)  # (N, heads, D + pad), token order
         return F.linear(o.reshape(N, -1), pw, self.proj.bias)
 

@@ -85,7 +85,7 @@ class RegionAttentionTransformer(nn.Module):
     """
 
     multiple = 16  # two stride-2 downsamplings, then 4x4 windows (4 * window in general)
-    big_region = 64  # R-MSA: regions with more tokens get their own attention call
+    big_region = 64  # R-MSA: regions with more tokens are never padded into a shared call
 
     def __init__(
         self,
