@@ -10,8 +10,8 @@ things a network must not do to it.
   around it; overshoot past it is ringing (bright halos, dark rims around nuclei).
 
 Both work on whole images in the input's units, after the model; `apply_guard` picks
-the task's guard. They are on by default (`Restorer(guard=False)` or `--no-guard` for
-the raw network output); weights/README.md gives the measured effect.
+the task's guard. They are on by default (`Restorer(guard=False)`, `Session(raw=True)`
+or `--raw` for the raw network output); weights/README.md gives the measured effect.
 """
 
 from __future__ import annotations
@@ -53,8 +53,9 @@ def activity_guard(low: np.ndarray, restored: np.ndarray, *, sigma: float = 1.0,
     """
     from scipy import ndimage
 
-    x = np.asarray(low, dtype=np.float64)
-    out = np.asarray(restored, dtype=np.float64)
+    # float32 throughout: whole-body volumes are large, and the test is a 3-sigma one
+    x = np.asarray(low, dtype=np.float32)
+    out = np.asarray(restored, dtype=np.float32)
     sig = (0.0 if out.shape[0] == 1 else sigma, sigma, sigma)
     d = x - out
     m = ndimage.gaussian_filter(d, sig)
@@ -74,7 +75,7 @@ def activity_guard(low: np.ndarray, restored: np.ndarray, *, sigma: float = 1.0,
     weight = np.clip(np.abs(score) / spread - z, 0.0, 1.0)
     weight = ndimage.maximum_filter(weight, size=(1 if out.shape[0] == 1 else 3, 3, 3))
     fine = ndimage.gaussian_filter(d, [s * fine_sigma / sigma for s in sig]) if fine_sigma else d
-    return np.maximum(out + weight * fine, 0.0).astype(np.float32)
+    return np.maximum(out + weight * fine, 0.0).astype(np.float32, copy=False)
 
 
 def range_guard(low: np.ndarray, restored: np.ndarray, scale: int) -> np.ndarray:
