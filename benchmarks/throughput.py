@@ -22,7 +22,8 @@ skips with a message when that folder is absent), with Gaussian noise of 25 HU a
 mimic a low-dose scan. The old checkout is a directory with the package at an earlier
 commit (`git archive f362d14 | tar -x -C /tmp/old`), run through PYTHONPATH.
 
-Run: `python benchmarks/throughput.py [--old /tmp/old] [--series 64] [--threads N]`.
+Run: `python benchmarks/throughput.py [--old /tmp/old] [--series 64] [--threads N]
+[--parts ct,series,flops,sr]`.
 """
 
 from __future__ import annotations
@@ -51,8 +52,10 @@ def main() -> None:
     ap.add_argument("--series", type=int, default=64, help="slices of the series run")
     ap.add_argument("--old-series", action="store_true", help="also run the series on --old")
     ap.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
-    ap.add_argument("--sr-size", type=int, default=128,
-                    help="input edge of the x2 tissue crop (x4: half of it)")
+    ap.add_argument("--sr-size", type=int, default=256,
+                    help="input edge of the x2 tissue crop, the x2 slide tile (x4: half)")
+    ap.add_argument("--parts", default="ct,series,flops,sr",
+                    help="comma list of the parts to run: ct (1-2), series, flops, sr")
     ap.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
@@ -67,17 +70,23 @@ def main() -> None:
         tmp = Path(tmp)
         source = max(files, key=lambda f: f.stat().st_size)
         singles, series = _make_inputs(source, tmp, args.slices, args.series)
+        parts = set(args.parts.split(","))
         print(f"threads {args.threads}; 512^2 slices of {source.name} + {NOISE_HU} HU noise")
-        e2e = {k: _end_to_end(r, singles, tmp, env) for k, r in roots.items()}
-        split = {k: _run_child(r, env, "split", str(singles[0])) for k, r in roots.items()}
-        _report_ct(e2e, split, _classical_baselines(singles))
-        ser = {k: _series(r, series, tmp, env) for k, r in roots.items()
-               if k == "new" or args.old_series}
-        _report_series(ser, e2e, args.series)
-        _report_flops(_run_child(ROOT, env, "flops", str(singles[0])))
-        sr = {k: {s: _run_child(r, env, "sr", str(s), str(args.sr_size // (s // 2)))
-                  for s in (2, 4)} for k, r in roots.items()}
-        _report_sr(sr)
+        if parts & {"ct", "series"}:
+            e2e = {k: _end_to_end(r, singles, tmp, env) for k, r in roots.items()}
+        if "ct" in parts:
+            split = {k: _run_child(r, env, "split", str(singles[0])) for k, r in roots.items()}
+            _report_ct(e2e, split, _classical_baselines(singles))
+        if "series" in parts:
+            ser = {k: _series(r, series, tmp, env) for k, r in roots.items()
+                   if k == "new" or args.old_series}
+            _report_series(ser, e2e, args.series)
+        if "flops" in parts:
+            _report_flops(_run_child(ROOT, env, "flops", str(singles[0])))
+        if "sr" in parts:
+            sr = {k: {s: _run_child(r, env, "sr", str(s), str(args.sr_size // (s // 2)))
+                      for s in (2, 4)} for k, r in roots.items()}
+            _report_sr(sr)
 
 
 # -- inputs ---------------------------------------------------------------------------
