@@ -93,3 +93,11 @@ def test_apply_guard_dispatch():
     assert apply_guard("", a, a) is a
     with pytest.raises(ValueError, match="unknown output guard"):
         apply_guard("sharpen", a, a)
+
+
+def test_provenance_names_the_guard_within_the_nifti_description():
+    from ratcli.io.provenance import describe_provenance
+
+    line = describe_provenance({"task": "pet", "weights": "rat-pet", "guard": "activity",
+                                "weights_sha256": "a" * 64})
+    assert "guard=activity" in line[:80]  # NIfTI's descrip holds 80 characters
