@@ -11,8 +11,8 @@ degraded by the simulator with `sim_seed`, or `synthetic:...`). Models run throu
 `rat denoise` does), with the region method recorded in the checkpoint unless `regions`
 overrides it. Where the task has an output guard (inference/guards.py: PET, SR x2), each
 model is reported as `rat denoise`/`rat sr` writes it (guard applied) and as its raw
-network output (`<name>-raw`). Metrics are computed per 2D slice (an "image") in physical units; see
-metrics.py for their definitions and report.py for the file columns.
+network output (`<name>-raw`). Metrics are computed per 2D slice (an "image") in
+physical units; see metrics.py for their definitions and report.py for the file columns.
 """
 
 from __future__ import annotations
@@ -105,6 +105,8 @@ def evaluate(
     shown: list[tuple[str, dict]] = []
     total, done = len(pairs) * (len(names) + len(models)), 0
     picks = _figure_picks(pairs, figures)
+    records = [r for m in models for r in m.records()]  # guarded and raw outputs
+    model_names = [r["name"] for r in records]
     for pair in pairs:
         outputs: dict[str, np.ndarray] = {}
         seconds: dict[str, float] = {}
@@ -127,18 +129,17 @@ def evaluate(
             seconds[m.name] = time.perf_counter() - t0
             done += 1
             _tick(on_progress, done, total)
-        model_names = {m.name for m in models} | {m.raw_name for m in models}
-        rows += _image_rows(pair, outputs, seconds, task, model_names)
+        rows += _image_rows(pair, outputs, seconds, task, set(model_names))
         if task.modality == "PT":
             volumes += _volume_rows(pair, outputs)
         shown += [(f"{pair.name}[{z}]", _panels(pair, outputs, z, models, names))
                   for z in picks.get(pair.name, [])]
 
-    kinds = {n: "baseline" for n in names} | {m: "model" for m in outputs if m not in names}
+    kinds = {n: "baseline" for n in names} | dict.fromkeys(model_names, "model")
     summary = {method: {c: summarize_values([r[c] for r in rows if r["method"] == method])
                         for c in METRIC_COLUMNS} for method in kinds}
     methods = [{"name": n, "kind": "baseline", "sigma": "true (from the target)"}
-               for n in names] + [r for m in models for r in m.records()]
+               for n in names] + records
     report = EvalReport(task.name, rows, summary, methods, definitions(task), volumes=volumes,
                         volume_summary={method: {c: summarize_values(
                             [r[c] for r in volumes if r["method"] == method])
