@@ -99,3 +99,49 @@ def _size(path: Path) -> int:
         return path.stat().st_size
     except FileNotFoundError:
         return 0
+
+
+DEFERRED = """
+import os, signal, sys
+from ratcli.cli.app import install_signal_handlers, signals_deferred, state
+install_signal_handlers()
+try:
+    with signals_deferred():
+        os.kill(os.getpid(), signal.SIG{name})
+        print("inside: held", flush=True)
+except KeyboardInterrupt:
+    print(f"after: unwound signum={{state.signum}}", flush=True)
+"""
+
+
+@pytest.mark.parametrize("name", ["INT", "TERM"])
+def test_signal_during_torch_import_is_held_then_unwinds(name):
+    """torch's C++ start-up runs Python through pybind11; the handler raising there
+    aborts the process (SIGABRT). Inside `signals_deferred` it notes the signal and
+    the block's end raises it, so the usual one-line unwind follows."""
+    proc = subprocess.run([sys.executable, "-c", DEFERRED.format(name=name)],
+                          capture_output=True, text=True, timeout=60, env=ENV)
+    assert proc.returncode == 0, proc.stderr
+    signum = int(getattr(signal, f"SIG{name}"))
+    assert proc.stdout.splitlines() == ["inside: held", f"after: unwound signum={signum}"]
+
+
+EXEC_MAIN = """
+import os, signal, sys
+from ratcli.cli.app import install_signal_handlers
+install_signal_handlers()
+try:  # dataclasses and namedtuples run their generated code like this
+    exec("import os, signal\\nos.kill(os.getpid(), signal.SIGINT)\\nfor _ in range(10**7): pass")
+except KeyboardInterrupt:
+    sys.exit(130)
+"""
+
+
+def test_signal_inside_exec_keeps_rat_exit_code(tmp_path):
+    """Under `python -m`, a bare KeyboardInterrupt escaping `exec(str)` makes CPython
+    kill the process with SIGINT at exit (returncode -2, not rat's 130)."""
+    (tmp_path / "exec_main.py").write_text(EXEC_MAIN)
+    proc = subprocess.run([sys.executable, "-m", "exec_main"], capture_output=True,
+                          text=True, timeout=60, cwd=tmp_path,
+                          env={**ENV, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert proc.returncode == 130, proc.stderr

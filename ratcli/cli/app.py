@@ -30,9 +30,10 @@ from ratcli.cli import coerce
 from ratcli.errors import RatError
 from ratcli.tasks import TASKS
 
-__all__ = ["app", "console", "guard", "progress", "emit_json", "echo", "warn", "state",
-           "note_line", "error_line", "result_line", "DeviceChoice", "TASK_NAMES", "flag",
-           "device_option", "json_option", "quiet_option"]
+__all__ = ["app", "console", "guard", "import_torch", "signals_deferred", "progress",
+           "emit_json", "echo", "warn", "state", "note_line", "error_line", "result_line",
+           "DeviceChoice", "TASK_NAMES", "flag", "device_option", "json_option",
+           "quiet_option"]
 
 # `--task` choices: the task table's names (ratcli.tasks imports no numpy at start-up)
 TASK_NAMES = tuple(TASKS)
@@ -53,6 +54,7 @@ class DeviceChoice(StrEnum):
 class _State:
     debug: bool = False
     signum: int | None = None  # the first stop signal received
+    deferring: bool = False  # inside `signals_deferred()`: note the signal, raise later
     activity: str = "starting"  # what a stop signal interrupts, for its one line
     left: str = "no partial output was left"  # and what it leaves behind
 
@@ -96,10 +98,48 @@ def install_signal_handlers() -> None:
             signal.signal(getattr(signal, name), _on_signal)
 
 
+class StopSignal(KeyboardInterrupt):
+    """What a stop signal raises: caught wherever KeyboardInterrupt is.
+
+    Not KeyboardInterrupt itself: when one of those escapes code run by `exec(str)`
+    (dataclasses and namedtuples are made that way, e.g. in a module imported lazily
+    mid-run), CPython notes an "unhandled Ctrl-C" and kills the process with SIGINT at
+    exit, whatever exit code rat chose. The note is made for that exact type only.
+    """
+
+
 def _on_signal(signum: int, frame: object) -> None:
     if state.signum is None:
         state.signum = signum
-    raise KeyboardInterrupt
+    if not state.deferring:
+        raise StopSignal
+
+
+@contextmanager
+def signals_deferred() -> Iterator[None]:
+    """Hold a stop signal until the block ends, then unwind as usual.
+
+    For importing torch: its C++ start-up runs Python code through pybind11, and an
+    exception raised there by the signal handler aborts the process (SIGABRT, no clean
+    line) instead of unwinding. Importing is quick to finish and writes nothing.
+    """
+    before, state.deferring = state.deferring, True
+    try:
+        yield
+    finally:
+        state.deferring = before
+    if state.signum is not None and not before:
+        raise StopSignal
+
+
+def import_torch() -> None:
+    """Import torch (and torch.distributed, which the library pulls in) with stop
+    signals held; every command calls this before its first torch-using import."""
+    with signals_deferred():
+        import torch
+        import torch.distributed  # noqa: F401
+
+        del torch
 
 
 def _report_interrupt() -> None:

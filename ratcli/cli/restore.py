@@ -27,6 +27,7 @@ from ratcli.cli.app import (
     error_line,
     flag,
     guard,
+    import_torch,
     json_option,
     note_line,
     progress,
@@ -182,7 +183,8 @@ def _run(inputs: list[str], output: Path, *, as_json: bool, quiet: bool, overwri
             if ref is not None:
                 resolve_weights(ref)
         state.activity = "loading the model"
-        from ratcli.api import restore_many  # torch from here on
+        import_torch()
+        from ratcli.api import restore_many
         from ratcli.regions.factory import make_partitioner
 
         partitioner = make_partitioner(regions, sam_checkpoint=sam_checkpoint,

@@ -24,6 +24,7 @@ from ratcli.cli.app import (
     emit_json,
     flag,
     guard,
+    import_torch,
     json_option,
     note_line,
     progress,
@@ -114,7 +115,8 @@ def train(
     say = (lambda _msg: None) if quiet else note_line
     with guard():
         state.activity = "starting training"
-        from ratcli.training.trainer import Trainer  # torch from here on
+        import_torch()
+        from ratcli.training.trainer import Trainer
 
         cfg, run = _train_settings(given, scale=scale, config=config, resume=resume, out=out)
         with progress(disable=quiet) as bar:
@@ -190,7 +192,8 @@ def evaluate_command(
     """Evaluate models and classical baselines: PSNR/SSIM/RMSE per image and aggregated."""
     with guard():
         state.activity = "starting the evaluation"
-        from ratcli.tasks import get_task  # torch from here on
+        import_torch()
+        from ratcli.tasks import get_task
         from ratcli.training.config import resolve_task_name
         from ratcli.training.degrade import make_degradation
         from ratcli.training.evaluate import evaluate
