@@ -101,29 +101,41 @@ def _size(path: Path) -> int:
         return 0
 
 
-DEFERRED = """
-import os, signal, sys
-from ratcli.cli.app import install_signal_handlers, signals_deferred, state
+SLOW_IMPORT = """
+import os, signal, time
+os.kill(os.getpid(), signal.SIG{name})  # arrives while this module is being imported
+t = time.monotonic()
+while time.monotonic() - t < 0.3:  # Python code still running inside the import
+    pass
+DONE = True
+"""
+IMPORTER = """
+import sys, time
+from ratcli.cli.app import install_signal_handlers, state
 install_signal_handlers()
 try:
-    with signals_deferred():
-        os.kill(os.getpid(), signal.SIG{name})
-        print("inside: held", flush=True)
+    import slow_import
+    print(f"imported: {{slow_import.DONE}}", flush=True)
+    time.sleep(5)
+    print("not interrupted", flush=True)
 except KeyboardInterrupt:
-    print(f"after: unwound signum={{state.signum}}", flush=True)
+    print(f"then unwound: signum={{state.signum}}", flush=True)
 """
 
 
 @pytest.mark.parametrize("name", ["INT", "TERM"])
-def test_signal_during_torch_import_is_held_then_unwinds(name):
-    """torch's C++ start-up runs Python through pybind11; the handler raising there
-    aborts the process (SIGABRT). Inside `signals_deferred` it notes the signal and
-    the block's end raises it, so the usual one-line unwind follows."""
-    proc = subprocess.run([sys.executable, "-c", DEFERRED.format(name=name)],
-                          capture_output=True, text=True, timeout=60, env=ENV)
+def test_signal_during_an_import_waits_for_the_import(tmp_path, name):
+    """A C extension's initialisation may run Python (torch's does, through pybind11);
+    the handler raising there aborted the process (SIGABRT) or broke the module
+    ("ImportError: initialization failed"). During an import the signal is held, and
+    raised again once the import is done: the usual one-line unwind follows."""
+    (tmp_path / "slow_import.py").write_text(SLOW_IMPORT.format(name=name))
+    proc = subprocess.run([sys.executable, "-c", IMPORTER.format()], capture_output=True,
+                          text=True, timeout=60, cwd=tmp_path,
+                          env={**ENV, "PYTHONPATH": os.pathsep.join([str(tmp_path), *sys.path])})
     assert proc.returncode == 0, proc.stderr
     signum = int(getattr(signal, f"SIG{name}"))
-    assert proc.stdout.splitlines() == ["inside: held", f"after: unwound signum={signum}"]
+    assert proc.stdout.splitlines() == ["imported: True", f"then unwound: signum={signum}"]
 
 
 EXEC_MAIN = """

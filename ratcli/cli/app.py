@@ -18,6 +18,7 @@ import json
 import os
 import signal
 import sys
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from enum import StrEnum
@@ -30,15 +31,15 @@ from ratcli.cli import coerce
 from ratcli.errors import RatError
 from ratcli.tasks import TASKS
 
-__all__ = ["app", "console", "guard", "import_torch", "signals_deferred", "progress",
-           "emit_json", "echo", "warn", "state", "note_line", "error_line", "result_line",
-           "DeviceChoice", "TASK_NAMES", "flag", "device_option", "json_option",
-           "quiet_option"]
+__all__ = ["app", "console", "guard", "progress", "emit_json", "echo", "warn", "state",
+           "note_line", "error_line", "result_line", "DeviceChoice", "TASK_NAMES", "flag",
+           "device_option", "json_option", "quiet_option"]
 
 # `--task` choices: the task table's names (ratcli.tasks imports no numpy at start-up)
 TASK_NAMES = tuple(TASKS)
 SIGPIPE_EXIT = 128 + 13
 _HANDLED = ("SIGINT", "SIGTERM", "SIGHUP")
+_RETRY_S = 0.05  # a stop signal that arrives during an import is raised again after this
 coerce.install()
 
 
@@ -54,7 +55,6 @@ class DeviceChoice(StrEnum):
 class _State:
     debug: bool = False
     signum: int | None = None  # the first stop signal received
-    deferring: bool = False  # inside `signals_deferred()`: note the signal, raise later
     activity: str = "starting"  # what a stop signal interrupts, for its one line
     left: str = "no partial output was left"  # and what it leaves behind
 
@@ -111,35 +111,33 @@ class StopSignal(KeyboardInterrupt):
 def _on_signal(signum: int, frame: object) -> None:
     if state.signum is None:
         state.signum = signum
-    if not state.deferring:
-        raise StopSignal
+    if _importing(frame):
+        # A module is being imported, maybe by a C extension's initialisation (torch's
+        # runs Python through pybind11): an exception raised here can abort the process
+        # (SIGABRT) or leave the module half made ("ImportError: initialization failed").
+        # Ask again in a moment; imports are short and write nothing.
+        retry = threading.Timer(_RETRY_S, _signal_main_thread, (signum,))
+        retry.daemon = True
+        retry.start()
+        return
+    raise StopSignal
 
 
-@contextmanager
-def signals_deferred() -> Iterator[None]:
-    """Hold a stop signal until the block ends, then unwind as usual.
-
-    For importing torch: its C++ start-up runs Python code through pybind11, and an
-    exception raised there by the signal handler aborts the process (SIGABRT, no clean
-    line) instead of unwinding. Importing is quick to finish and writes nothing.
-    """
-    before, state.deferring = state.deferring, True
-    try:
-        yield
-    finally:
-        state.deferring = before
-    if state.signum is not None and not before:
-        raise StopSignal
+def _signal_main_thread(signum: int) -> None:
+    # to the main thread, so that a blocking call there (sleep, wait) is interrupted too
+    if hasattr(signal, "pthread_kill"):
+        signal.pthread_kill(threading.main_thread().ident, signum)
+    else:  # Windows
+        signal.raise_signal(signum)
 
 
-def import_torch() -> None:
-    """Import torch (and torch.distributed, which the library pulls in) with stop
-    signals held; every command calls this before its first torch-using import."""
-    with signals_deferred():
-        import torch
-        import torch.distributed  # noqa: F401
-
-        del torch
+def _importing(frame: Any) -> bool:
+    """True when the interrupted Python code runs inside an import."""
+    while frame is not None:
+        if frame.f_code.co_filename.startswith("<frozen importlib"):
+            return True
+        frame = frame.f_back
+    return False
 
 
 def _report_interrupt() -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ratcli.cli.app import app, echo, emit_json, guard, import_torch, json_option
+from ratcli.cli.app import app, echo, emit_json, guard, json_option
 
 
 @app.command()
@@ -10,7 +10,6 @@ def info(as_json: bool = json_option("Print one JSON object.")) -> None:
     """Show versions of rat, torch, SAM and OpenSlide, devices, the weights search order
     and the file each weights name loads from."""
     with guard():
-        import_torch()
         from ratcli.info import environment_info
 
         data = environment_info()

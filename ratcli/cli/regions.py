@@ -15,7 +15,6 @@ from ratcli.cli.app import (
     error_line,
     flag,
     guard,
-    import_torch,
     json_option,
     progress,
     quiet_option,
@@ -70,10 +69,6 @@ def regions(
         if not any(p.exists() or p.is_symlink() for p in inputs):
             missing_inputs(inputs, as_json=as_json)
         state.activity = "loading the partitioner"
-        from ratcli.weights import find_sam_checkpoint
-
-        if method == "sam" or (method == "auto" and find_sam_checkpoint(sam_checkpoint)):
-            import_torch()
         from ratcli.regions import make_partitioner
         from ratcli.regions.run import regions_many
 

@@ -27,7 +27,6 @@ from ratcli.cli.app import (
     error_line,
     flag,
     guard,
-    import_torch,
     json_option,
     note_line,
     progress,
@@ -183,8 +182,7 @@ def _run(inputs: list[str], output: Path, *, as_json: bool, quiet: bool, overwri
             if ref is not None:
                 resolve_weights(ref)
         state.activity = "loading the model"
-        import_torch()
-        from ratcli.api import restore_many
+        from ratcli.api import restore_many  # torch from here on
         from ratcli.regions.factory import make_partitioner
 
         partitioner = make_partitioner(regions, sam_checkpoint=sam_checkpoint,

@@ -24,7 +24,6 @@ from ratcli.cli.app import (
     emit_json,
     flag,
     guard,
-    import_torch,
     json_option,
     note_line,
     progress,
@@ -115,8 +114,7 @@ def train(
     say = (lambda _msg: None) if quiet else note_line
     with guard():
         state.activity = "starting training"
-        import_torch()
-        from ratcli.training.trainer import Trainer
+        from ratcli.training.trainer import Trainer  # torch from here on
 
         cfg, run = _train_settings(given, scale=scale, config=config, resume=resume, out=out)
         with progress(disable=quiet) as bar:
@@ -192,8 +190,7 @@ def evaluate_command(
     """Evaluate models and classical baselines: PSNR/SSIM/RMSE per image and aggregated."""
     with guard():
         state.activity = "starting the evaluation"
-        import_torch()
-        from ratcli.tasks import get_task
+        from ratcli.tasks import get_task  # torch from here on
         from ratcli.training.config import resolve_task_name
         from ratcli.training.degrade import make_degradation
         from ratcli.training.evaluate import evaluate
