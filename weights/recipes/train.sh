@@ -25,5 +25,10 @@ for name in "${names[@]}"; do
       recipe=$name ;;
   esac
   "$RAT" train --config "weights/recipes/$recipe.toml" --out "runs/$name" --overwrite
-  "$PY" weights/recipes/export.py "runs/$name/model.pt" "rat-$name"
+  final=runs/$name
+  if [ -f "weights/recipes/$recipe-long.toml" ]; then  # a second stage continues the first
+    "$RAT" train --config "weights/recipes/$recipe-long.toml" --out "runs/$name-long" --overwrite
+    final=runs/$name-long
+  fi
+  "$PY" weights/recipes/export.py "$final/model.pt" "rat-$name"
 done
