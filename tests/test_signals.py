@@ -115,11 +115,11 @@ from ratcli.cli.app import install_signal_handlers, state
 install_signal_handlers()
 try:
     import slow_import
-    print(f"imported: {{slow_import.DONE}}", flush=True)
+    print(f"imported: {slow_import.DONE}", flush=True)
     time.sleep(5)
     print("not interrupted", flush=True)
 except KeyboardInterrupt:
-    print(f"then unwound: signum={{state.signum}}", flush=True)
+    print(f"then unwound: signum={state.signum}", flush=True)
 """
 
 
@@ -130,7 +130,7 @@ def test_signal_during_an_import_waits_for_the_import(tmp_path, name):
     ("ImportError: initialization failed"). During an import the signal is held, and
     raised again once the import is done: the usual one-line unwind follows."""
     (tmp_path / "slow_import.py").write_text(SLOW_IMPORT.format(name=name))
-    proc = subprocess.run([sys.executable, "-c", IMPORTER.format()], capture_output=True,
+    proc = subprocess.run([sys.executable, "-c", IMPORTER], capture_output=True,
                           text=True, timeout=60, cwd=tmp_path,
                           env={**ENV, "PYTHONPATH": os.pathsep.join([str(tmp_path), *sys.path])})
     assert proc.returncode == 0, proc.stderr

@@ -25,6 +25,7 @@ import numpy as np
 
 from ratcli.inference.guards import activity_guard
 from ratcli.training.activity import find_hot_spots
+from ratcli.training.metrics import psnr
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from prepare_real import (  # noqa: E402
@@ -81,10 +82,10 @@ def make_cache(shared: Path, cache: Path, weights: str, reps: dict[str, int]) ->
 
 
 def psnr_per_slice(pred: np.ndarray, target: np.ndarray) -> float:
-    rng = target.max(axis=(1, 2)) - target.min(axis=(1, 2))
-    ok = rng > 0
-    mse = np.mean((pred - target) ** 2, axis=(1, 2))[ok]
-    return float(np.mean(10 * np.log10(rng[ok] ** 2 / np.maximum(mse, 1e-12))))
+    """Mean PSNR over the slices, data range = the target slice's max - min (as `rat
+    evaluate` for PET); empty slices are skipped."""
+    return float(np.mean([psnr(p, t, float(t.max() - t.min()))
+                          for p, t in zip(pred, target, strict=True) if t.max() > t.min()]))
 
 
 def compare(cache: Path) -> None:
