@@ -69,7 +69,7 @@ class TaskSpec:
     modality: Modality | str
     window: tuple[float, float] = (0.0, 1.0)
     percentile: float = 99.9
-    tile: int = 256
+    tile: int = 512
     nonnegative: bool = False
     guard: str = ""
 

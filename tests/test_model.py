@@ -151,3 +151,58 @@ def test_region_block_is_exact_on_patches_it_covers():
 def test_region_block_must_be_a_multiple_of_16(bad):
     with pytest.raises(ValueError, match="region_block"):
         build_rat(RATConfig(region_block=bad, **SMALL))
+
+
+def test_box_mean_matches_brute_force_boxes():
+    from ratcli.models.blocks import box_mean, cell_mul
+
+    y = torch.randn(2, 48, 72, 3, dtype=torch.float64)
+    for k in (24, 32, 64):  # 64: taller than the image, so rows are averaged whole
+        a = box_mean(y, k)
+        h, w = a.shape[1:3]
+        c, n = 48 // h, k // (48 // h)
+        assert 72 // w == c
+        for i in range(h):
+            for j in range(w):
+                # the box: n cells from (n - 1) // 2 cells before, shifted inside the image
+                y0 = min(max((i - (n - 1) // 2) * c, 0), max(48 - k, 0))
+                x0 = min(max((j - (n - 1) // 2) * c, 0), 72 - k)
+                ref = y[:, y0 : y0 + k, x0 : x0 + k].mean((1, 2))
+                assert torch.allclose(a[:, i, j], ref, atol=1e-12)
+        expanded = a.repeat_interleave(c, 1).repeat_interleave(c, 2)
+        assert torch.equal(cell_mul(y, a), y * expanded)
+    assert box_mean(y, 0).shape == (2, 1, 1, 3)
+    assert torch.allclose(box_mean(y, 72), y.mean((1, 2), keepdim=True), atol=1e-12)
+
+
+def test_sca_window_is_exact_on_inputs_it_covers():
+    # a model validated with whole-tile pooling on tiles <= sca_window is unchanged there
+    torch.manual_seed(0)
+    local = _active(build_rat(RATConfig(sca_window=64, **SMALL)))
+    whole = build_rat(RATConfig(**SMALL)).eval()
+    whole.load_state_dict(local.state_dict())
+    for shape in [(2, 1, 64, 64), (1, 1, 48, 64)]:
+        x = torch.randn(*shape)
+        with torch.no_grad():
+            assert torch.equal(local(x), whole(x))
+
+
+def test_sca_window_makes_the_output_independent_of_far_pixels():
+    # with whole-tile pooling every output pixel depends on the whole tile; with a box
+    # (and R-MSA cells) a change 128 px away leaves it alone, so tile size does not matter
+    torch.manual_seed(0)
+    local = _active(build_rat(RATConfig(sca_window=32, region_block=32, **SMALL)))
+    whole = build_rat(RATConfig(region_block=32, **SMALL)).eval()
+    whole.load_state_dict(local.state_dict())
+    x = torch.randn(1, 1, 64, 256)
+    far = x.clone()
+    far[..., 192:] += 1.0
+    with torch.no_grad():
+        assert torch.allclose(local(x)[..., :64], local(far)[..., :64], atol=1e-6)
+        assert not torch.allclose(whole(x)[..., :64], whole(far)[..., :64], atol=1e-3)
+
+
+@pytest.mark.parametrize("bad", [-2, 7])
+def test_sca_window_must_be_even_and_not_negative(bad):
+    with pytest.raises(ValueError, match="sca_window"):
+        build_rat(RATConfig(sca_window=bad, **SMALL))

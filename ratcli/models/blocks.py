@@ -10,6 +10,8 @@ plain views; `to_windows` / `from_windows` convert once per RAT group.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -17,7 +19,8 @@ from torch import nn
 from ratcli.models.attention import RegionPlan, window_attention
 
 __all__ = ["LayerNorm2d", "NAFBlock", "RATLayer", "RegionMSA", "WindowMSA", "Mlp",
-           "to_windows", "from_windows"]
+           "to_windows", "from_windows", "box_mean",
+           "cell_mul"]
 
 # On CPU, PyTorch's fused attention (torch 2.14, AVX2) takes ~1.5 ns per score at
 # head_dim 16 but ~2.2 ns at head_dim 8 (8 heads, 1000-4000 tokens, one thread); R-MSA
@@ -53,10 +56,19 @@ class NAFBlock(nn.Module):
 
     forward: (B, C, H, W) -> (B, C, H, W) channels_last. The modules keep NAFNet's
     names and shapes (checkpoints load unchanged); forward runs them channels-last.
+
+    sca_window: the simplified channel attention pools over the whole input when 0 (as
+    NAFNet); when > 0, over a sca_window x sca_window box around each pixel, shifted to
+    stay inside the input (TLC, Chu et al. 2022). A model trained on P-pixel patches
+    with sca_window = P computes exactly what it trained on, and at inference the pool no
+    longer depends on the tile size, so tiles can be as large as memory allows.
     """
 
-    def __init__(self, channels: int, expand: int = 2) -> None:
+    def __init__(self, channels: int, expand: int = 2, sca_window: int = 0) -> None:
         super().__init__()
+        if sca_window < 0:
+            raise ValueError(f"sca_window must be >= 0, got {sca_window}")
+        self.sca_window = sca_window
         hidden = channels * expand
         self.norm1 = LayerNorm2d(channels)
         self.conv1 = nn.Conv2d(channels, hidden, 1)
@@ -78,7 +90,7 @@ class NAFBlock(nn.Module):
         # depthwise 3x3 on the channels_last view of y
         y = self.conv2(y.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
         y = y[..., :C] * y[..., C:]  # SimpleGate
-        y = y * _linear1x1(y.mean((1, 2), keepdim=True), self.sca[1])
+        y = cell_mul(y, _linear1x1(box_mean(y, self.sca_window), self.sca[1]))
         x = torch.addcmul(x, self.beta.view(C), _linear1x1(y, self.conv3))
         y = _linear1x1(self._norm(self.norm2, x), self.conv4)
         y = _linear1x1(y[..., :C] * y[..., C:], self.conv5)
@@ -209,6 +221,41 @@ def from_windows(t: torch.Tensor, shape: tuple[int, int, int, int], ws: int) -> 
     # (B, H/ws, W/ws, ws, ws, C) -> (B, H/ws, ws, W/ws, ws, C) -> (B, H, W, C)
     x = t.view(B, H // ws, W // ws, ws, ws, C).transpose(2, 3).reshape(B, H, W, C)
     return x.permute(0, 3, 1, 2)
+
+
+def box_mean(y: torch.Tensor, k: int) -> torch.Tensor:
+    """(B, H, W, C) -> local means (B, h, w, C) over k x k boxes, one per cell of c x c
+    pixels (c = gcd(k / 8, H, W), h = H / c). The box is the k / c cells that start
+    (k / c - 1) // 2 cells before the cell (centred to within c / 2 pixels), shifted to
+    lie inside the image; an edge not longer than k is averaged whole. k = 0 or an image
+    within k x k: the global mean, (B, 1, 1, C). Apply with `cell_mul`."""
+    B, H, W, C = y.shape
+    if k == 0 or max(H, W) <= k:
+        return y.mean((1, 2), keepdim=True)
+    c = math.gcd(max(k // 8, 1), H, W)
+    cells = y.view(B, H // c, c, W // c, c, C).mean((2, 4))  # (B, H/c, W/c, C)
+    return _box_mean_1d(_box_mean_1d(cells, k // c, dim=1), k // c, dim=2)
+
+
+def _box_mean_1d(y: torch.Tensor, k: int, dim: int) -> torch.Tensor:
+    n = y.shape[dim]
+    if n <= k:
+        return y.mean(dim, keepdim=True).expand_as(y)
+    # float32 sums under fp16/bf16 autocast; a leading zero so window sums are S[e] - S[s]
+    s = torch.cumsum(y, dim, dtype=torch.promote_types(y.dtype, torch.float32))
+    s = torch.cat([torch.zeros_like(s.narrow(dim, 0, 1)), s], dim)
+    start = (torch.arange(n, device=y.device) - (k - 1) // 2).clamp(0, n - k)
+    total = s.index_select(dim, start + k) - s.index_select(dim, start)
+    return (total / k).to(y.dtype)
+
+
+def cell_mul(y: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+    """y (B, H, W, C) times a (B, h, w, C) repeated over the H/h x W/w pixels of each cell."""
+    B, H, W, C = y.shape
+    h, w = a.shape[1:3]
+    if (h, w) == (1, 1):
+        return y * a
+    return (y.view(B, h, H // h, w, W // w, C) * a[:, :, None, :, None]).view(B, H, W, C)
 
 
 def _linear1x1(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:

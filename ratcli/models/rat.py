@@ -35,6 +35,7 @@ class RATConfig:
     input_gain: float = 1.0
     input_detail: float = 0.0
     region_block: int = 0
+    sca_window: int = 0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -82,6 +83,11 @@ class RegionAttentionTransformer(nn.Module):
     P-pixel patches never saw a region larger than a patch; with region_block = P it
     sees the same at inference on any tile size, and R-MSA costs O(L * P^2 / 16) instead
     of O(L^2) per tile. 0 keeps regions whole (the checkpoints trained before it).
+
+    sca_window: when > 0, the NAFBlocks' channel attention pools over a box of
+    sca_window x sca_window pixels at the first level (half that at H/2) instead of the
+    whole tile (NAFBlock). Set to the training patch, the model computes on any tile what
+    it computed on its training patches; 0 pools the whole tile (older checkpoints).
     """
 
     multiple = 16  # two stride-2 downsamplings, then 4x4 windows (4 * window in general)
@@ -105,6 +111,7 @@ class RegionAttentionTransformer(nn.Module):
         input_gain: float = 1.0,
         input_detail: float = 0.0,
         region_block: int = 0,
+        sca_window: int = 0,
     ) -> None:
         super().__init__()
         if input_gain <= 0:
@@ -117,6 +124,10 @@ class RegionAttentionTransformer(nn.Module):
             raise ValueError(f"region_block must be 0 or a multiple of {4 * window}, "
                              f"got {region_block}")
         self.region_block = region_block
+        if sca_window < 0 or sca_window % 2:
+            raise ValueError(f"sca_window must be 0 or a positive even number, got {sca_window}")
+        self.sca_window = sca_window
+        k1, k2 = sca_window, sca_window // 2  # box edge at H and at H/2
         if scale not in (1, 2, 4):
             raise ValueError(f"scale must be 1, 2 or 4, got {scale}")
         self.scale = scale
@@ -126,9 +137,9 @@ class RegionAttentionTransformer(nn.Module):
         self.in_channels, self.out_channels = in_channels, out_channels
         c1, c2, c4 = width, 2 * width, 4 * width
         self.stem = nn.Conv2d(in_channels * (2 if input_detail else 1), c1, 3, padding=1)
-        self.enc1 = nn.Sequential(*(NAFBlock(c1) for _ in range(enc_blocks)))
+        self.enc1 = nn.Sequential(*(NAFBlock(c1, sca_window=k1) for _ in range(enc_blocks)))
         self.down1 = nn.Conv2d(c1, c2, 2, stride=2)
-        self.enc2 = nn.Sequential(*(NAFBlock(c2) for _ in range(enc_blocks)))
+        self.enc2 = nn.Sequential(*(NAFBlock(c2, sca_window=k2) for _ in range(enc_blocks)))
         self.down2 = nn.Conv2d(c2, c4, 2, stride=2)
         self.groups = nn.ModuleList(
             RATGroup(
@@ -142,9 +153,9 @@ class RegionAttentionTransformer(nn.Module):
             for _ in range(num_groups)
         )
         self.up2 = nn.Sequential(nn.Conv2d(c4, c4 * 2, 1), nn.PixelShuffle(2))  # -> c2
-        self.dec2 = nn.Sequential(*(NAFBlock(c2) for _ in range(dec_blocks)))
+        self.dec2 = nn.Sequential(*(NAFBlock(c2, sca_window=k2) for _ in range(dec_blocks)))
         self.up1 = nn.Sequential(nn.Conv2d(c2, c2 * 2, 1), nn.PixelShuffle(2))  # -> c1
-        self.dec1 = nn.Sequential(*(NAFBlock(c1) for _ in range(dec_blocks)))
+        self.dec1 = nn.Sequential(*(NAFBlock(c1, sca_window=k1) for _ in range(dec_blocks)))
         self.head = nn.Conv2d(c1, out_channels, 3, padding=1)
 
     def forward(self, x: torch.Tensor, regions: torch.Tensor | None = None) -> torch.Tensor:

@@ -40,6 +40,8 @@ class TrainConfig:
     task: ct | pet | sr-x2 | sr-x4 (or sr with `scale`). data / val: data specs (see
     data.py); val None = hold out the last 10 % of the training volumes. width, heads,
     region_attn: model size; region_attn False = window attention only (the ablation).
+    sca_window: RATConfig.sca_window in output pixels; training patches no larger pool
+    whole, as NAFNet, so it only sets what larger inference tiles compute.
     identity_init: zero the output convolution so that, through the global residual, the
     untrained model returns its input (bilinearly upsampled for SR) and training starts from
     the input's quality. iters: optimiser steps; batch_size: patches per step and process;
@@ -69,6 +71,7 @@ class TrainConfig:
     input_shift: float = 0.0
     input_gain: float = 1.0
     input_detail: float = 0.0  # RATConfig.input_detail: gain of the stem's detail channel
+    sca_window: int = 256  # RATConfig.sca_window (output pixels): patches below it pool whole
     iters: int = 20000
     batch_size: int = 8
     patch: int = 128
@@ -110,6 +113,8 @@ class TrainConfig:
             (self.lr > 0 and 0 <= self.lr_min <= self.lr, "need lr > 0 and 0 <= lr_min <= lr"),
             (len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), "betas in [0, 1)"),
             (self.grad_clip >= 0 and self.focal_beta >= 0, "grad_clip, focal_beta must be >= 0"),
+            (self.sca_window >= 0 and self.sca_window % 2 == 0,
+             "sca_window must be 0 (whole tile) or a positive even number"),
             (self.overshoot_weight >= 0, "overshoot_weight must be >= 0"),
             (self.val_every >= 1 and self.log_every >= 1 and self.val_max >= 1,
              "val_every, log_every, val_max must be >= 1"),
@@ -133,7 +138,8 @@ class TrainConfig:
                          width=self.width, num_heads=self.heads, scale=spec.scale,
                          region_attn=self.region_attn, input_shift=self.input_shift,
                          input_gain=self.input_gain, input_detail=self.input_detail,
-                         region_block=block if self.region_attn else 0)
+                         region_block=block if self.region_attn else 0,
+                         sca_window=self.sca_window)
 
     def degradation(self) -> Degradation:
         return make_degradation(self.spec, dose=self.dose, photons=self.photons,

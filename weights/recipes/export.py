@@ -7,6 +7,8 @@ back to float32) with the run's meta plus {"name", "storage"}, then sets the man
 entry's sha256 (adding the entry for a name the manifest lacks, e.g. the ablation).
 Prints the file and its sha256. --region-block N sets the model's R-MSA cell (the
 training patch; runs started before `RATConfig.region_block` existed export 0).
+--sca-window N sets `RATConfig.sca_window` (the tile edge the model was validated with;
+runs started before it existed pool the whole tile).
 """
 
 from __future__ import annotations
@@ -25,11 +27,14 @@ MANIFEST = WEIGHTS / "manifest.json"
 
 
 def export(run_model: Path, name: str, *, half: bool = True, description: str | None = None,
-           region_block: int | None = None) -> tuple[Path, str]:
+           region_block: int | None = None, sca_window: int | None = None
+           ) -> tuple[Path, str]:
     """Write the shipped file for manifest entry `name`; returns (path, sha256)."""
     ckpt = load_checkpoint(run_model)
     if region_block is not None:
         ckpt.config = dataclasses.replace(ckpt.config, region_block=region_block)
+    if sca_window is not None:
+        ckpt.config = dataclasses.replace(ckpt.config, sca_window=sca_window)
     manifest = json.loads(MANIFEST.read_text())
     entry = manifest["weights"].setdefault(name, {
         "file": f"{name}.pt", "kind": "rat", "task": ckpt.meta.get("task"), "url": None,
@@ -60,7 +65,8 @@ if __name__ == "__main__":
     parser.add_argument("--fp32", action="store_true", help="keep float32 weights")
     parser.add_argument("--description", help="manifest description")
     parser.add_argument("--region-block", type=int, help="R-MSA cell in pixels (the patch)")
+    parser.add_argument("--sca-window", type=int, help="channel-attention box in output pixels")
     args = parser.parse_args()
     path, sha = export(args.model, args.name, half=not args.fp32, description=args.description,
-                       region_block=args.region_block)
+                       region_block=args.region_block, sca_window=args.sca_window)
     print(f"{path}  sha256 {sha}")
