@@ -77,7 +77,7 @@ class Session:
         device: str = "auto",
         tile: int | None = None,
         overlap: float = 0.25,
-        batch_size: int = 4,
+        batch_size: int | None = None,
         partitioner: Partitioner | str = "auto",
         sam_checkpoint: str | Path | None = None,
         cache: bool = True,

@@ -275,6 +275,23 @@ def test_waves_fill_whole_batches_within_the_caps():
     assert big._wave_size(4096, 4096) == max(1, restorer_module.MAX_WAVE_BYTES // per_slice)
 
 
+def test_automatic_batch_on_cpu_fills_a_pixel_budget():
+    from ratcli.inference import restorer as restorer_module
+
+    budget = restorer_module.CPU_BATCH_PIXELS
+    big = LocalNet(depth=2)
+    Restorer(big, UNIT, tile=512, device="cpu").restore(_image(300, 280))
+    assert {s[0] for s in big.seen} == {1}  # a large tile runs alone: batches spill caches
+    rng = np.random.default_rng(5)
+    vol = rng.random((12, 40, 36)).astype(np.float32)
+    small = LocalNet(depth=2)
+    got = Restorer(small, UNIT, tile=512, device="cpu").restore(Image(vol))
+    per_pass = min(restorer_module.MAX_AUTO_BATCH, budget // (48 * 48))  # padded to 16
+    assert [s[0] for s in small.seen] == [per_pass, 12 - per_pass]
+    one = Restorer(LocalNet(depth=2), UNIT, tile=512, batch_size=1, device="cpu")
+    np.testing.assert_allclose(got.array, one.restore(Image(vol)).array, atol=1e-6)
+
+
 @pytest.mark.parametrize(("option", "value", "words"), [
     ("overlap", 0.7, "--overlap 0.7: must be a fraction between 0 and 0.5"),
     ("tile", 8, "--tile 8: must be at least 16 pixels"),

@@ -67,7 +67,8 @@ _WEIGHTS = typer.Option(None, "--weights", help="Checkpoint: a manifest name (se
 _TILE = typer.Option(None, "--tile", help="Tile edge in input pixels (default: the task's).")
 _OVERLAP = typer.Option(0.25, "--overlap", help="Fraction of a tile shared with each "
                         "neighbour (0-0.5); seams are blended with a cosine ramp.")
-_BATCH = typer.Option(4, "--batch-size", help="Tiles per forward pass.")
+_BATCH = typer.Option(None, "--batch-size", help="Tiles per forward pass (default: automatic; "
+                      "on CPU up to 256x256 output pixels per pass, on a GPU 4 tiles).")
 _REGIONS = typer.Option("auto", "--regions", help="Region maps for region attention: auto "
                         "(sam when a SAM checkpoint is configured, else classical), sam, "
                         "classical, none (one region per image), or a label-map file.")
@@ -99,7 +100,7 @@ def denoise(
     device: DeviceChoice = device_option(),
     tile: int | None = _TILE,
     overlap: float = _OVERLAP,
-    batch_size: int = _BATCH,
+    batch_size: int | None = _BATCH,
     regions: str = _REGIONS,
     sam_checkpoint: str | None = _SAM,
     no_cache: bool = _NO_CACHE,
@@ -128,7 +129,7 @@ def sr(
     device: DeviceChoice = device_option(),
     tile: int | None = _TILE,
     overlap: float = _OVERLAP,
-    batch_size: int = _BATCH,
+    batch_size: int | None = _BATCH,
     regions: str = _REGIONS,
     sam_checkpoint: str | None = _SAM,
     no_cache: bool = _NO_CACHE,

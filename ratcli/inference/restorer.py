@@ -44,6 +44,12 @@ ProgressFn = Callable[[int, int], None]  # (tiles done, tiles total) for the cur
 
 MAX_WAVE_SLICES = 16  # slices restored together (their tiles share forward passes)
 MAX_WAVE_BYTES = 1 << 28  # float32 output accumulators of one wave on the device
+# Automatic batch on CPU: output pixels per forward pass. Past ~256^2 pixels a batch only
+# spills the caches (2-core EPYC, width 16, benchmarks/throughput.py: one 512^2 tile per
+# pass is 1.3-1.4x faster than four); small PET slices still gain from sharing a pass.
+CPU_BATCH_PIXELS = 1 << 16
+MAX_AUTO_BATCH = 8
+GPU_AUTO_BATCH = 4
 
 
 class Restorer:
@@ -56,7 +62,8 @@ class Restorer:
         None = task.tile.
     overlap: fraction of the tile shared with each neighbour, in [0, 0.5].
     batch_size: tiles per forward pass (tiles of several slices share one when slices are
-        small).
+        small); None = automatic: on CPU as many tiles as fit in CPU_BATCH_PIXELS output
+        pixels (at least 1, at most MAX_AUTO_BATCH), elsewhere GPU_AUTO_BATCH.
     device: "auto" | "cpu" | "cuda" | "mps" or a torch.device.
     precision: "auto" (bf16/fp16 autocast on GPU, fp32 on CPU), "fp32", "fp16", "bf16".
     partitioner: region map for a whole slice at output resolution (None: one region
@@ -74,7 +81,7 @@ class Restorer:
         *,
         tile: int | None = None,
         overlap: float = 0.25,
-        batch_size: int = 4,
+        batch_size: int | None = None,
         device: str | torch.device = "auto",
         precision: str | Precision = Precision.AUTO,
         partitioner: Partitioner | None = None,
@@ -95,7 +102,8 @@ class Restorer:
         self.tile = self._round_tile(tile or task.tile)
         self.min_tile = self._round_tile(min_tile)
         self.overlap = overlap
-        self.batch_size = batch_size
+        self.batch_size = batch_size  # None: _batch() chooses per tile size
+        self._last_batch = GPU_AUTO_BATCH
         self.dtype = autocast_dtype(self.device, precision)
         self.partitioner = partitioner
         self.guard = guard
@@ -160,8 +168,9 @@ class Restorer:
         slice and byte caps."""
         m, s = self.multiple, self.scale
         Hp, Wp = -(-H // m) * m, -(-W // m) * m
-        tiles = len(TileGrid.plan(Hp, Wp, tile=self.tile, overlap=round(self.tile * self.overlap)))
-        k = self.batch_size // math.gcd(tiles, self.batch_size)
+        grid = TileGrid.plan(Hp, Wp, tile=self.tile, overlap=round(self.tile * self.overlap))
+        batch = self._batch(grid)
+        k = batch // math.gcd(len(grid), batch)
         per_slice = 4 * self.model.out_channels * Hp * Wp * s * s
         return max(1, min(k, MAX_WAVE_SLICES, MAX_WAVE_BYTES // per_slice))
 
@@ -214,8 +223,9 @@ class Restorer:
         out = torch.zeros(len(items), self.model.out_channels, Hp * s, Wp * s,
                           device=self.device)
         th, tw = grid.tile_h, grid.tile_w
-        for b0 in range(0, len(cells), self.batch_size):
-            batch = cells[b0 : b0 + self.batch_size]
+        per_pass = self._last_batch = self._batch(grid)
+        for b0 in range(0, len(cells), per_pass):
+            batch = cells[b0 : b0 + per_pass]
             origins = [(n, grid.ys[i], grid.xs[j]) for n, i, j in batch]
             pred = self._run_batch(xps, rps, origins, th, tw)  # (B, C', th*s, tw*s)
             for (n, i, j), (_, y, x0), p in zip(batch, origins, pred, strict=True):
@@ -239,8 +249,19 @@ class Restorer:
             pred = self.model(tiles.to(self.device), regions)
         return pred.float()
 
+    def _batch(self, grid: TileGrid) -> int:
+        """Tiles per forward pass for tiles of this grid."""
+        if self.batch_size is not None:
+            return self.batch_size
+        if self.device.type != "cpu":
+            return GPU_AUTO_BATCH
+        pixels = grid.tile_h * grid.tile_w * self.scale**2
+        return max(1, min(MAX_AUTO_BATCH, CPU_BATCH_PIXELS // pixels))
+
     def _shrink(self, image: Image, exc: BaseException) -> None:
         """After an out-of-memory error: halve the batch, then the tile, then give up."""
+        if self.batch_size is None:  # explicit from now on, from the batch that failed
+            self.batch_size = self._last_batch
         if self.batch_size > 1:
             self.batch_size //= 2
         elif self.tile > self.min_tile:
