@@ -15,7 +15,9 @@ One run measures, side by side under the same load and thread count:
    (aten::_scaled_dot_product_flash_attention_for_cpu), so the attention FLOPs
    (4 * L_q * L_k * head_dim per head) are added here and both figures are printed;
    element-wise work (softmax exp, norms, GELU) is counted by neither;
-5. `rat sr` output megapixels per second on tissue (examples/slide.tif) for x2 and x4.
+5. `rat sr` output megapixels per second on tissue (examples/slide.tif) for x2 and x4:
+   an in-memory crop through the Python API (`sr`), and the streaming slide path that
+   `rat sr slide.svs` takes (`slide`: a tiled TIFF of the crop, every chunk on tissue).
 
 CT slices come from ../shared/data/ct/*.nii.gz (read with SimpleITK; the benchmark
 skips with a message when that folder is absent), with Gaussian noise of 25 HU added to
@@ -23,7 +25,7 @@ mimic a low-dose scan. The old checkout is a directory with the package at an ea
 commit (`git archive f362d14 | tar -x -C /tmp/old`), run through PYTHONPATH.
 
 Run: `python benchmarks/throughput.py [--old /tmp/old] [--series 64] [--threads N]
-[--parts ct,series,flops,sr]`.
+[--parts ct,series,flops,sr,slide] [--sr-size N]`.
 """
 
 from __future__ import annotations
@@ -54,8 +56,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
     ap.add_argument("--sr-size", type=int, default=256,
                     help="input edge of the x2 tissue crop, the x2 slide tile (x4: half)")
-    ap.add_argument("--parts", default="ct,series,flops,sr",
-                    help="comma list of the parts to run: ct (1-2), series, flops, sr")
+    ap.add_argument("--parts", default="ct,series,flops,sr,slide",
+                    help="comma list of the parts to run: ct (1-2), series, flops, sr, slide")
     ap.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
@@ -86,7 +88,12 @@ def main() -> None:
         if "sr" in parts:
             sr = {k: {s: _run_child(r, env, "sr", str(s), str(args.sr_size // (s // 2)))
                       for s in (2, 4)} for k, r in roots.items()}
-            _report_sr(sr)
+            _report_sr(sr, "SR on tissue, in-memory crop (Python API, regions included)")
+        if "slide" in parts:
+            sr = {k: {s: _run_child(r, env, "slide", str(s), str(args.sr_size // (s // 2)))
+                      for s in (2, 4)} for k, r in roots.items()}
+            _report_sr(sr, "SR on tissue, streaming slide path (restore_slide, no background "
+                       "skipped)")
 
 
 # -- inputs ---------------------------------------------------------------------------
@@ -185,7 +192,8 @@ def _run_child(root: Path, env: dict, *argv: str) -> dict:
 def _child(argv: list[str]) -> None:
     root, what, *rest = argv
     sys.path.insert(0, root)
-    result = {"split": _child_split, "flops": _child_flops, "sr": _child_sr}[what](*rest)
+    result = {"split": _child_split, "flops": _child_flops, "sr": _child_sr,
+              "slide": _child_slide}[what](*rest)
     print(json.dumps(result))
 
 
@@ -318,10 +326,22 @@ def _attention_flops(model, x, r) -> int:
     return total
 
 
+def _tissue_crop(n: int) -> np.ndarray:
+    """The tissue-richest n x n RGB crop of examples/slide.tif."""
+    import tifffile
+
+    rgb = tifffile.imread(ROOT / "examples" / "slide.tif")
+    dark = (rgb.min(-1) < 200).astype(np.float64).cumsum(0).cumsum(1)  # tissue pixels
+    best = max(((y, x) for y in range(0, rgb.shape[0] - n + 1, 32)
+                for x in range(0, rgb.shape[1] - n + 1, 32)),
+               key=lambda p: dark[p[0] + n - 1, p[1] + n - 1] - dark[p[0] + n - 1, p[1]]
+               - dark[p[0], p[1] + n - 1] + dark[p[0], p[1]])
+    return np.ascontiguousarray(rgb[best[0] : best[0] + n, best[1] : best[1] + n])
+
+
 def _child_sr(scale: str, size: str) -> dict:
     """Output megapixels per second of `rat sr` (Python API, classical regions) on the
     tissue-richest size x size crop of examples/slide.tif; start-up excluded."""
-    import tifffile
     import torch
 
     from ratcli.api import restore
@@ -329,20 +349,37 @@ def _child_sr(scale: str, size: str) -> dict:
 
     torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
     s, n = int(scale), int(size)
-    rgb = tifffile.imread(ROOT / "examples" / "slide.tif")
-    dark = (rgb.min(-1) < 200).astype(np.float64).cumsum(0).cumsum(1)  # tissue pixels
-    best = max(((y, x) for y in range(0, rgb.shape[0] - n + 1, 32)
-                for x in range(0, rgb.shape[1] - n + 1, 32)),
-               key=lambda p: dark[p[0] + n - 1, p[1] + n - 1] - dark[p[0] + n - 1, p[1]]
-               - dark[p[0], p[1] + n - 1] + dark[p[0], p[1]])
-    crop = rgb[best[0] : best[0] + n, best[1] : best[1] + n][None]
-    image = Image(np.ascontiguousarray(crop), domain=Domain.RGB8, modality="SM")
+    image = Image(_tissue_crop(n)[None], domain=Domain.RGB8, modality="SM")
     opts = dict(mode="sr", scale=s, device="cpu", partitioner="classical")
     os.environ["RAT_CACHE"] = tempfile.mkdtemp()
     t = time.perf_counter()
     out = restore(image, **opts)
     sec = time.perf_counter() - t
     return {"seconds": sec, "mp": out.array[0].shape[0] * out.array[0].shape[1] / 1e6}
+
+
+def _child_slide(scale: str, size: str) -> dict:
+    """Like _child_sr, through the streaming slide path (`restore_slide`, the Session's
+    default tiles and batches) from a tiled TIFF of the crop, background skipping off."""
+    import tifffile
+    import torch
+
+    from ratcli.api import Session
+    from ratcli.inference.slide import restore_slide
+    from ratcli.tasks import TASKS
+
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+    s, n = int(scale), int(size)
+    os.environ["RAT_CACHE"] = tempfile.mkdtemp()
+    with tempfile.TemporaryDirectory() as tmp:
+        src, dst = Path(tmp) / "crop.tif", Path(tmp) / "out.tif"
+        tifffile.imwrite(src, _tissue_crop(n), tile=(256, 256), photometric="rgb")
+        session = Session(mode="sr", scale=s, device="cpu", partitioner="classical")
+        restorer, _ = session.restorer(TASKS[f"sr-x{s}"])
+        t = time.perf_counter()
+        restore_slide(src, dst, restorer, skip_background=False)
+        sec = time.perf_counter() - t
+    return {"seconds": sec, "mp": (n * s) ** 2 / 1e6}
 
 
 def _best(fn, repeats: int = 3, clock=time.perf_counter) -> float:
@@ -403,8 +440,8 @@ def _report_flops(f: dict) -> None:
         print(f"    width 32 / width 16 time: {ratio:.2f}x")
 
 
-def _report_sr(sr: dict) -> None:
-    print("\n5. SR on tissue, output megapixels per second (Python API, regions included)")
+def _report_sr(sr: dict, title: str) -> None:
+    print(f"\n5. {title}, output megapixels per second")
     for s in (2, 4):
         vals = {k: sr[k][s]["mp"] / sr[k][s]["seconds"] for k in sr}
         text = "  ".join(f"{k} {v:.3f} MP/s ({sr[k][s]['seconds']:.1f} s)" for k, v in vals.items())

@@ -76,7 +76,7 @@ class Session:
         weights: str | Path | None = None,
         device: str = "auto",
         tile: int | None = None,
-        overlap: float = 0.25,
+        overlap: float | None = None,
         batch_size: int | None = None,
         partitioner: Partitioner | str = "auto",
         sam_checkpoint: str | Path | None = None,

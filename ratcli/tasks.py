@@ -56,8 +56,9 @@ class TaskSpec:
     name: registry key (`--task`); kind: "denoise" or "sr"; channels: model in/out
     channels; scale: SR factor (1 for denoising); weights: default manifest name;
     norm: Norm; modality: Modality of its images; window: (lo, hi) input range mapped
-    to [0, 1] for Norm.HU; percentile: top percentile for Norm.ROBUST; tile: default
-    tile edge; nonnegative: outputs clamped at 0 in the input's units (activity).
+    to [0, 1] for Norm.HU; percentile: top percentile for Norm.ROBUST; tile, overlap:
+    default tile edge (input pixels) and the fraction of it shared with neighbours;
+    nonnegative: outputs clamped at 0 in the input's units (activity).
     """
 
     name: str
@@ -70,6 +71,7 @@ class TaskSpec:
     window: tuple[float, float] = (0.0, 1.0)
     percentile: float = 99.9
     tile: int = 512
+    overlap: float = 0.25
     nonnegative: bool = False
     guard: str = ""
 
@@ -148,9 +150,13 @@ TASKS: dict[str, TaskSpec] = {
         # activity guard puts back hot (and cold) spots the network flattened.
         TaskSpec("pet", "denoise", 1, 1, "rat-pet", Norm.ROBUST, Modality.PT,
                  nonnegative=True, guard="activity"),
-        TaskSpec("sr-x2", "sr", 3, 2, "rat-sr-x2", Norm.UINT8, Modality.SM, tile=256,
-                 guard="range"),
-        TaskSpec("sr-x4", "sr", 3, 4, "rat-sr-x4", Norm.UINT8, Modality.SM, tile=128),
+        # SR: 1024 output pixels per tile edge with the 64 (x2) / 32 (x4) input pixels
+        # of overlap that 512-px tiles had; the channel attention pools 512 output pixels
+        # (RATConfig.sca_window) whatever the tile.
+        TaskSpec("sr-x2", "sr", 3, 2, "rat-sr-x2", Norm.UINT8, Modality.SM, tile=512,
+                 overlap=0.125, guard="range"),
+        TaskSpec("sr-x4", "sr", 3, 4, "rat-sr-x4", Norm.UINT8, Modality.SM, tile=256,
+                 overlap=0.125),
     )
 }
 

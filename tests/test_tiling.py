@@ -275,6 +275,19 @@ def test_waves_fill_whole_batches_within_the_caps():
     assert big._wave_size(4096, 4096) == max(1, restorer_module.MAX_WAVE_BYTES // per_slice)
 
 
+def test_tile_and_overlap_default_to_the_tasks():
+    from ratcli.tasks import TASKS
+
+    r = Restorer(LocalNet(), UNIT, device="cpu")
+    assert (r.tile, r.overlap) == (UNIT.tile, UNIT.overlap)
+    sr = Restorer(LocalNet(channels=3, scale=2), TASKS["sr-x2"], device="cpu")
+    # SR tiles grew, the overlap in input pixels did not (64 px as with 256-px tiles)
+    assert (sr.tile, round(sr.tile * sr.overlap)) == (512, 64)
+    x4 = TASKS["sr-x4"]
+    assert (x4.tile, round(x4.tile * x4.overlap)) == (256, 32)
+    assert Restorer(LocalNet(), UNIT, overlap=0.5, device="cpu").overlap == 0.5
+
+
 def test_automatic_batch_on_cpu_fills_a_pixel_budget():
     from ratcli.inference import restorer as restorer_module
 

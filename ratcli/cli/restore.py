@@ -65,8 +65,9 @@ _OUTPUT = typer.Option(..., "-o", "--output", help="Output file (one input file)
 _WEIGHTS = typer.Option(None, "--weights", help="Checkpoint: a manifest name (see `rat "
                         "weights list`) or a .pt path (default: the task's weights).")
 _TILE = typer.Option(None, "--tile", help="Tile edge in input pixels (default: the task's).")
-_OVERLAP = typer.Option(0.25, "--overlap", help="Fraction of a tile shared with each "
-                        "neighbour (0-0.5); seams are blended with a cosine ramp.")
+_OVERLAP = typer.Option(None, "--overlap", help="Fraction of a tile shared with each "
+                        "neighbour (0-0.5; default: the task's); seams are blended with a "
+                        "cosine ramp.")
 _BATCH = typer.Option(None, "--batch-size", help="Tiles per forward pass (default: automatic; "
                       "on CPU up to 256x256 output pixels per pass, on a GPU 4 tiles).")
 _REGIONS = typer.Option("auto", "--regions", help="Region maps for region attention: auto "
@@ -99,7 +100,7 @@ def denoise(
     weights: str | None = _WEIGHTS,
     device: DeviceChoice = device_option(),
     tile: int | None = _TILE,
-    overlap: float = _OVERLAP,
+    overlap: float | None = _OVERLAP,
     batch_size: int | None = _BATCH,
     regions: str = _REGIONS,
     sam_checkpoint: str | None = _SAM,
@@ -128,7 +129,7 @@ def sr(
     weights: str | None = _WEIGHTS,
     device: DeviceChoice = device_option(),
     tile: int | None = _TILE,
-    overlap: float = _OVERLAP,
+    overlap: float | None = _OVERLAP,
     batch_size: int | None = _BATCH,
     regions: str = _REGIONS,
     sam_checkpoint: str | None = _SAM,

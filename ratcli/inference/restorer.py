@@ -60,7 +60,8 @@ class Restorer:
     task: the TaskSpec whose normalisation and inverse are applied (per volume).
     tile: tile edge in input pixels (rounded up to the model's multiple of 16);
         None = task.tile.
-    overlap: fraction of the tile shared with each neighbour, in [0, 0.5].
+    overlap: fraction of the tile shared with each neighbour, in [0, 0.5]; None =
+        task.overlap.
     batch_size: tiles per forward pass (tiles of several slices share one when slices are
         small); None = automatic: on CPU as many tiles as fit in CPU_BATCH_PIXELS output
         pixels (at least 1, at most MAX_AUTO_BATCH), elsewhere GPU_AUTO_BATCH.
@@ -80,7 +81,7 @@ class Restorer:
         task: TaskSpec,
         *,
         tile: int | None = None,
-        overlap: float = 0.25,
+        overlap: float | None = None,
         batch_size: int | None = None,
         device: str | torch.device = "auto",
         precision: str | Precision = Precision.AUTO,
@@ -101,7 +102,7 @@ class Restorer:
         self.task = task
         self.tile = self._round_tile(tile or task.tile)
         self.min_tile = self._round_tile(min_tile)
-        self.overlap = overlap
+        self.overlap = task.overlap if overlap is None else overlap
         self.batch_size = batch_size  # None: _batch() chooses per tile size
         self._last_batch = GPU_AUTO_BATCH
         self.dtype = autocast_dtype(self.device, precision)
