@@ -19,8 +19,7 @@ from torch import nn
 from ratcli.models.attention import RegionPlan, window_attention
 
 __all__ = ["LayerNorm2d", "NAFBlock", "RATLayer", "RegionMSA", "WindowMSA", "Mlp",
-           "to_windows", "from_windows", "box_mean",
-           "cell_mul"]
+           "to_windows", "from_windows", "box_mean", "cell_mul"]
 
 # On CPU, PyTorch's fused attention (torch 2.14, AVX2) takes ~1.5 ns per score at
 # head_dim 16 but ~2.2 ns at head_dim 8 (8 heads, 1000-4000 tokens, one thread); R-MSA
@@ -58,10 +57,10 @@ class NAFBlock(nn.Module):
     names and shapes (checkpoints load unchanged); forward runs them channels-last.
 
     sca_window: the simplified channel attention pools over the whole input when 0 (as
-    NAFNet); when > 0, over a sca_window x sca_window box around each pixel, shifted to
-    stay inside the input (TLC, Chu et al. 2022). A model trained on P-pixel patches
-    with sca_window = P computes exactly what it trained on, and at inference the pool no
-    longer depends on the tile size, so tiles can be as large as memory allows.
+    NAFNet); when > 0, over a sca_window x sca_window box around each small cell of
+    pixels, shifted to stay inside the input (`box_mean`; TLC, Chu et al. 2022). On inputs
+    no larger than the box both are the same; on larger ones the pool no longer depends
+    on the tile size, so tiles can be as large as memory allows.
     """
 
     def __init__(self, channels: int, expand: int = 2, sca_window: int = 0) -> None:

@@ -86,8 +86,10 @@ class RegionAttentionTransformer(nn.Module):
 
     sca_window: when > 0, the NAFBlocks' channel attention pools over a box of
     sca_window x sca_window pixels at the first level (half that at H/2) instead of the
-    whole tile (NAFBlock). Set to the training patch, the model computes on any tile what
-    it computed on its training patches; 0 pools the whole tile (older checkpoints).
+    whole tile (NAFBlock). Training patches and tiles no larger than the box compute what
+    they did with whole-tile pooling; the shipped checkpoints set it to the tile they were
+    validated with, so any larger tile computes about what those tiles did (the bigger
+    tile only drops the overlap). 0 pools the whole tile (older checkpoints).
     """
 
     multiple = 16  # two stride-2 downsamplings, then 4x4 windows (4 * window in general)
