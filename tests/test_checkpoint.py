@@ -56,3 +56,19 @@ def test_bad_files_raise_one_clear_error(tmp_path):
         load_checkpoint(tmp_path / "other.pt")
     with pytest.raises(CheckpointError, match="not found"):
         load_checkpoint(tmp_path / "missing.pt")
+
+
+def test_checkpoints_from_before_sca_window_pool_their_old_tile(tmp_path):
+    # written without the field, as every checkpoint before it: denoising models pooled
+    # 256-px tiles, SR models 512 output px; a config that has the field keeps it
+    from ratcli.models.checkpoint import FORMAT, save_tagged
+
+    for scale, expected in ((1, 256), (2, 512), (4, 512)):
+        config = RATConfig(width=8, num_heads=2, scale=scale).to_dict()
+        del config["sca_window"]
+        save_tagged(tmp_path / "old.pt", FORMAT, {"config": config, "state_dict": {},
+                                                   "meta": {}})
+        assert load_checkpoint(tmp_path / "old.pt").config.sca_window == expected
+    new = RATConfig(width=8, num_heads=2, sca_window=64).to_dict()
+    save_tagged(tmp_path / "new.pt", FORMAT, {"config": new, "state_dict": {}, "meta": {}})
+    assert load_checkpoint(tmp_path / "new.pt").config.sca_window == 64

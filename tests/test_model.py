@@ -206,3 +206,22 @@ def test_sca_window_makes_the_output_independent_of_far_pixels():
 def test_sca_window_must_be_even_and_not_negative(bad):
     with pytest.raises(ValueError, match="sca_window"):
         build_rat(RATConfig(sca_window=bad, **SMALL))
+
+
+def test_sca_window_under_autocast_keeps_the_dtype_and_stays_close():
+    # the box sums run in float32 under bf16/fp16 autocast
+    from ratcli.models.blocks import box_mean
+
+    y = torch.rand(2, 96, 80, 4)
+    low = box_mean(y.bfloat16(), 32)
+    assert low.dtype == torch.bfloat16
+    assert (low.float() - box_mean(y, 32)).abs().max() < 0.01
+    torch.manual_seed(0)
+    model = _active(build_rat(RATConfig(sca_window=32, **SMALL)))
+    x = torch.rand(1, 1, 96, 80)
+    with torch.no_grad():
+        full = model(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            half = model(x)
+    assert (half.float() - full).abs().max() < 0.1
+    assert (half.float() - full).abs().max() > 0  # really ran in bf16

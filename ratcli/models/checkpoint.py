@@ -62,12 +62,22 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     """Read and validate a checkpoint written by `save_checkpoint`."""
     payload = load_tagged(path, FORMAT, "rat checkpoint")
     try:
-        config = RATConfig(**payload["config"])
+        config = RATConfig(**_with_sca_window(payload["config"]))
     except (TypeError, KeyError) as exc:
         raise CheckpointError(f"{path}: bad model config in checkpoint ({exc})") from exc
     # remembered by (size, mtime): resolve_weights usually hashed this file just now
     return Checkpoint(config, payload["state_dict"], payload.get("meta", {}), Path(path),
                       cached_sha256(path))
+
+
+def _with_sca_window(config: dict) -> dict:
+    """Configs written before `RATConfig.sca_window` existed: those models were validated
+    with the channel attention pooled over the then-default tile, 256 px (512 output px
+    for SR), so they keep computing that on today's larger tiles (weights/README.md,
+    "Tiles and channel attention")."""
+    if "sca_window" in config:
+        return config
+    return {**config, "sca_window": 256 if config.get("scale", 1) == 1 else 512}
 
 
 def save_tagged(path: str | Path, fmt: str, payload: dict) -> None:

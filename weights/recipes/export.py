@@ -8,7 +8,7 @@ entry's sha256 (adding the entry for a name the manifest lacks, e.g. the ablatio
 Prints the file and its sha256. --region-block N sets the model's R-MSA cell (the
 training patch; runs started before `RATConfig.region_block` existed export 0).
 --sca-window N sets `RATConfig.sca_window` (the tile edge the model was validated with;
-runs started before it existed pool the whole tile).
+checkpoints written before it existed load with 256, or 512 output px for SR).
 """
 
 from __future__ import annotations
