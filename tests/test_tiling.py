@@ -293,8 +293,9 @@ def test_automatic_batch_on_cpu_fills_a_pixel_budget():
 
     budget = restorer_module.CPU_BATCH_PIXELS
     big = LocalNet(depth=2)
-    Restorer(big, UNIT, tile=512, device="cpu").restore(_image(300, 280))
-    assert {s[0] for s in big.seen} == {1}  # a large tile runs alone: batches spill caches
+    Restorer(big, UNIT, tile=256, device="cpu").restore(_image(600, 560))
+    # 256^2 tiles (the budget) run one per pass: larger batches spill the caches
+    assert len(big.seen) == 9 and {s[0] for s in big.seen} == {1}
     rng = np.random.default_rng(5)
     vol = rng.random((12, 40, 36)).astype(np.float32)
     small = LocalNet(depth=2)
