@@ -3,11 +3,12 @@
 Slides go through io like every format, but chunk by chunk: `io.open_stream` reads
 level-0 regions and `io.write_stream` writes the output pyramid tile by tile in
 row-major order, with the shared layout `io.SLIDE_WRITER` (the same as `io.write` of
-an in-memory slide). Output tiles are made in chunks of `chunk_tiles` tiles along one
-tile row: the matching level-0 input region plus a halo of context on every side is
-read, restored with the `Restorer` (which tiles and blends inside the chunk), cropped
-back and handed to the writer. Chunks with no tissue on the thumbnail's tissue mask are
-upsampled bicubically instead.
+an in-memory slide). Output tiles are made in chunks of `chunk_tiles` tiles along a
+band of `band_rows` tile rows (as many as one Restorer tile holds with the halo, within
+a memory cap; the band is held until its tiles go out row by row): the matching level-0
+input region plus a halo of context on every side is read, restored with the `Restorer`
+(which tiles and blends inside the chunk), cropped back and handed to the writer. Chunks
+with no tissue on the thumbnail's tissue mask are upsampled bicubically instead.
 
 Entry point: `restore_stream(source, out, restorer, provenance=...) -> SlideReport`
 (atomic output, like io.write). `restore_slide` is the older form (writes `dst`
@@ -31,9 +32,10 @@ from ratcli.io import Source, open_stream, write_stream
 from ratcli.io.image import Domain, Image
 from ratcli.io.wsi import SLIDE_WRITER, PyramidWriter, SlideReader, SlideWriterConfig
 
-__all__ = ["restore_stream", "restore_slide", "SlideReport", "plan_chunks"]
+__all__ = ["restore_stream", "restore_slide", "SlideReport", "plan_chunks", "band_rows"]
 
 ProgressFn = Callable[[int, int], None]
+BAND_BYTES = 1 << 28  # most restored output held while a band of tile rows is finished
 
 
 @dataclass
@@ -120,12 +122,24 @@ def restore_slide(
     return report
 
 
+def band_rows(restorer_tile_px: int, *, scale: int, halo_px: int, width_px: int,
+              tile_px: int = SLIDE_WRITER.tile_px) -> int:
+    """Output-tile rows per chunk: as many as fit, with their halo, in one Restorer tile
+    (taller chunks recompute less halo), at least 1, and no more than BAND_BYTES of
+    output buffered across the slide's output width `width_px` (the writer takes tiles
+    row by row, so a band of rows is held until its last chunk is done)."""
+    band = tile_px // scale
+    fit = (restorer_tile_px - 2 * halo_px) // band
+    return max(1, min(fit, BAND_BYTES // (tile_px * width_px * 3)))
+
+
 def plan_chunks(restorer_tile_px: int, overlap_px: int, *, scale: int, halo_px: int,
-                tile_px: int = SLIDE_WRITER.tile_px, max_chunk_tiles: int = 8) -> int:
+                tile_px: int = SLIDE_WRITER.tile_px, max_chunk_tiles: int = 8,
+                rows: int = 1) -> int:
     """Output tiles per chunk that waste the least model work.
 
-    A chunk is one output-tile row high (`tile_px` output pixels) and `k` tiles wide;
-    with its halo (`halo_px` input pixels) it is cut into the Restorer's tiles (edge
+    A chunk is `rows` output-tile rows high (`tile_px` output pixels each) and `k` tiles
+    wide; with its halo (`halo_px` input pixels) it is cut into the Restorer's tiles (edge
     `restorer_tile_px`, `overlap_px` input pixels shared). The plan takes the fewest tiles
     per chunk whose input pixels computed per input pixel kept are within 5 % of the
     least: narrower chunks let more of a slide's background be skipped.
@@ -133,9 +147,9 @@ def plan_chunks(restorer_tile_px: int, overlap_px: int, *, scale: int, halo_px: 
     band = tile_px // scale  # input rows per output tile row
     waste = {}
     for k in range(1, max_chunk_tiles + 1):
-        h, w = band + 2 * halo_px, k * band + 2 * halo_px
+        h, w = rows * band + 2 * halo_px, k * band + 2 * halo_px
         grid = TileGrid.plan(h, w, tile=restorer_tile_px, overlap=overlap_px)
-        waste[k] = len(grid) * grid.tile_h * grid.tile_w / (band * k * band)
+        waste[k] = len(grid) * grid.tile_h * grid.tile_w / (rows * band * k * band)
     least = min(waste.values())
     return min(k for k, v in waste.items() if v <= least * 1.05)
 
@@ -151,16 +165,18 @@ def _plan(reader: SlideReader, restorer: Restorer, slide_writer: SlideWriterConf
     overlap_px = round(restorer.tile * restorer.overlap)
     if halo_px is None:
         halo_px = max(16, 8 * round(overlap_px / 16))
+    rows = band_rows(restorer.tile, scale=s, halo_px=halo_px, width_px=reader.width * s,
+                     tile_px=slide_writer.tile_px)
     if chunk_tiles is None:
         chunk_tiles = plan_chunks(restorer.tile, overlap_px, scale=s, halo_px=halo_px,
-                                  tile_px=slide_writer.tile_px)
+                                  tile_px=slide_writer.tile_px, rows=rows)
     tissue = TissueMap(tissue_mask(reader.thumbnail()), width=reader.width,
                        height=reader.height)
     mpp = None if reader.mpp is None else (reader.mpp[0] / s, reader.mpp[1] / s)
     report = SlideReport(tile_px=slide_writer.tile_px, mpp=mpp,
                          tissue_fraction=tissue.fraction)
     chunks = _Chunker(reader, restorer, tissue, tile_px=slide_writer.tile_px,
-                      chunk_tiles=chunk_tiles, halo_px=halo_px,
+                      chunk_tiles=chunk_tiles, rows=rows, halo_px=halo_px,
                       skip_background=skip_background, report=report,
                       on_progress=on_progress if on_progress is not None
                       else restorer.on_progress)
@@ -171,11 +187,13 @@ class _Chunker:
     """Level-0 output tiles of the restored slide, in row-major order, chunk by chunk."""
 
     def __init__(self, reader: SlideReader, restorer: Restorer, tissue: TissueMap, *,
-                 tile_px: int, chunk_tiles: int, halo_px: int, skip_background: bool,
-                 report: SlideReport, on_progress: ProgressFn | None) -> None:
+                 tile_px: int, chunk_tiles: int, rows: int, halo_px: int,
+                 skip_background: bool, report: SlideReport,
+                 on_progress: ProgressFn | None) -> None:
         self.reader, self.restorer, self.tissue = reader, restorer, tissue
         self.s = restorer.scale
         self.tile_px, self.chunk_tiles, self.halo_px = tile_px, chunk_tiles, halo_px
+        self.rows = rows
         self.skip_background = skip_background
         self.report, self.on_progress = report, on_progress
 
@@ -183,19 +201,28 @@ class _Chunker:
         s, t = self.s, self.tile_px
         H, W = self.reader.height * s, self.reader.width * s
         ny, nx = -(-H // t), -(-W // t)
-        per_row = -(-nx // self.chunk_tiles)
+        total = -(-ny // self.rows) * -(-nx // self.chunk_tiles)
         done = 0
-        for ty in range(ny):
+        for ty in range(0, ny, self.rows):
+            # A band of `rows` tile rows, clipped at the slide's bottom edge.
+            oy = ty * t
+            oh = min(self.rows * t, H - oy)
+            band = np.empty((oh, W, 3), dtype=np.uint8) if self.rows > 1 else None
             for c0 in range(0, nx, self.chunk_tiles):
                 c1 = min(c0 + self.chunk_tiles, nx)
-                # Output rectangle of this chunk, clipped at the slide's edges.
-                oy, ox = ty * t, c0 * t
-                oh, ow = min(t, H - oy), min(c1 * t, W) - ox
+                ox = c0 * t
+                ow = min(c1 * t, W) - ox
                 out = self._chunk(oy // s, ox // s, oh // s, ow // s)
                 done += 1
                 if self.on_progress is not None:
-                    self.on_progress(done, ny * per_row)
-                yield from _split(out, t, c1 - c0)
+                    self.on_progress(done, total)
+                if band is None:
+                    yield from _split(out, t, c1 - c0)
+                else:
+                    band[:, ox : ox + ow] = out
+            if band is not None:  # the writer takes tiles row by row
+                for r in range(0, oh, t):
+                    yield from _split(band[r : r + t], t, nx)
 
     def _chunk(self, y: int, x: int, h: int, w: int) -> np.ndarray:
         """Restored level-0 rectangle (h*s, w*s, 3) uint8, computed with a halo."""
