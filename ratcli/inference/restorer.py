@@ -4,8 +4,9 @@
 `restore(image) -> Image`. Volumes get one normalisation per volume; each slice is
 reflect-padded to the model's multiple and cut into overlapping tiles (see tiling.py).
 Slices are restored a few at a time ("waves"): the tiles of all slices of a wave go
-through the model in batches of `batch_size` regardless of which slice they come from, so
-a series of small slices runs `batch_size` slices per forward pass. A wave holds at most
+through the model in batches (`batch_size`, or on CPU as many as fit in
+`CPU_BATCH_PIXELS`) regardless of which slice they come from, so a series of small slices
+shares forward passes. A wave holds at most
 `MAX_WAVE_SLICES` slices and `MAX_WAVE_BYTES` of output accumulators, so memory does not
 grow with the volume. The tiles are then blended and cropped back per slice, and the
 task's output guard (guards.py) checks the whole restored volume against the input.
