@@ -278,18 +278,50 @@ class _LocalSR(torch.nn.Module):
 def test_bands_of_several_tile_rows_give_the_in_memory_result(tmp_path):
     from ratcli.inference.slide import band_rows
 
-    _slide(tmp_path / "in.tif", h=300, w=420, tissue=(40, 60, 200))
+    _slide(tmp_path / "in.tif", h=300, w=700, tissue=(40, 60, 200))
     restorer = Restorer(_LocalSR(), TASKS["sr-x2"], tile=512, device="cpu", guard=False)
     # 512-px tiles hold three 128-row bands with their 32-px halo
-    assert band_rows(512, scale=2, halo_px=32, width_px=840) == 3
+    assert band_rows(512, scale=2, halo_px=32, width_px=1400) == 3
     assert band_rows(512, scale=2, halo_px=32, width_px=10**6) == 1  # memory cap
     report = restore_slide(tmp_path / "in.tif", tmp_path / "out.tif", restorer,
                            skip_background=False,
                            slide_writer=SlideWriterConfig(compression="lossless"))
-    assert report.chunks_model == 2  # one band of 3 rows, chunks of 3 tiles: 4 = 3 + 1
+    # one band of 3 rows; 6 tile columns in chunks of 3 (the last 3 need 348 input px
+    # with the halo but the two together 700 > 512, so they stay apart)
+    assert report.chunks_model == 2
     got = np.asarray(openslide.OpenSlide(tmp_path / "out.tif").read_region(
-        (0, 0), 0, (840, 600)))[..., :3]
+        (0, 0), 0, (1400, 600)))[..., :3]
     image = read(tmp_path / "in.tif")
     want = restorer.restore(image).array[0]
-    assert got.shape == want.shape == (600, 840, 3)
+    assert got.shape == want.shape == (600, 1400, 3)
     assert np.abs(got.astype(int) - want.astype(int)).max() <= 1  # float sums of tiles
+
+
+def test_chunk_spans_join_a_thin_remainder_that_fits_one_restorer_tile():
+    from ratcli.inference.slide import chunk_spans
+
+    kw = {"band_px": 128, "halo_px": 32, "limit_px": 512}
+    # 4 tiles (512 px), steps of 3: the last tile joins, no halo at either slide edge
+    assert chunk_spans(4, 3, extent_px=512, **kw) == [(0, 4)]
+    # 513 px no longer fits: the remainder stays a chunk of its own
+    assert chunk_spans(5, 3, extent_px=513, **kw) == [(0, 3), (3, 5)]
+    # only the last pair can join; its left side needs the halo: 800 - 384 + 32 <= 512
+    assert chunk_spans(7, 3, extent_px=800, **kw) == [(0, 3), (3, 7)]
+    assert chunk_spans(7, 3, extent_px=800, max_step=3, **kw) == [(0, 3), (3, 6), (6, 7)]
+    assert chunk_spans(8, 3, extent_px=1000, **kw) == [(0, 3), (3, 6), (6, 8)]  # 648 px
+    assert chunk_spans(3, 3, extent_px=300, **kw) == [(0, 3)]
+    assert chunk_spans(2, 1, extent_px=1000, band_px=128, halo_px=32, limit_px=128) == [
+        (0, 1), (1, 2)]
+
+
+def test_a_slide_within_one_restorer_tile_is_one_chunk_as_in_memory(tmp_path):
+    _slide(tmp_path / "in.tif", h=300, w=420, tissue=(40, 60, 200))
+    restorer = Restorer(_LocalSR(), TASKS["sr-x2"], tile=512, device="cpu", guard=False)
+    report = restore_slide(tmp_path / "in.tif", tmp_path / "out.tif", restorer,
+                           skip_background=False,
+                           slide_writer=SlideWriterConfig(compression="lossless"))
+    assert report.chunks_model == 1  # 3 x 4 output tiles, one model call
+    got = np.asarray(openslide.OpenSlide(tmp_path / "out.tif").read_region(
+        (0, 0), 0, (840, 600)))[..., :3]
+    want = restorer.restore(read(tmp_path / "in.tif")).array[0]
+    assert np.array_equal(got, want)

@@ -7,8 +7,10 @@ an in-memory slide). Output tiles are made in chunks of `chunk_tiles` tiles alon
 band of `band_rows` tile rows (as many as one Restorer tile holds with the halo, within
 a memory cap; the band is held until its tiles go out row by row): the matching level-0
 input region plus a halo of context on every side is read, restored with the `Restorer`
-(which tiles and blends inside the chunk), cropped back and handed to the writer. Chunks
-with no tissue on the thumbnail's tissue mask are upsampled bicubically instead.
+(which tiles and blends inside the chunk), cropped back and handed to the writer. A
+thin last band or column joins its neighbour when both fit one Restorer tile
+(`chunk_spans`), so a small slide is one chunk. Chunks with no tissue on the
+thumbnail's tissue mask are upsampled bicubically instead.
 
 Entry point: `restore_stream(source, out, restorer, provenance=...) -> SlideReport`
 (atomic output, like io.write). `restore_slide` is the older form (writes `dst`
@@ -32,7 +34,8 @@ from ratcli.io import Source, open_stream, write_stream
 from ratcli.io.image import Domain, Image
 from ratcli.io.wsi import SLIDE_WRITER, PyramidWriter, SlideReader, SlideWriterConfig
 
-__all__ = ["restore_stream", "restore_slide", "SlideReport", "plan_chunks", "band_rows"]
+__all__ = ["restore_stream", "restore_slide", "SlideReport", "plan_chunks", "band_rows",
+           "chunk_spans"]
 
 ProgressFn = Callable[[int, int], None]
 BAND_BYTES = 1 << 28  # most restored output held while a band of tile rows is finished
@@ -133,6 +136,26 @@ def band_rows(restorer_tile_px: int, *, scale: int, halo_px: int, width_px: int,
     return max(1, min(fit, BAND_BYTES // (tile_px * width_px * 3)))
 
 
+def chunk_spans(count: int, step: int, *, band_px: int, extent_px: int, halo_px: int,
+                limit_px: int, max_step: int | None = None) -> list[tuple[int, int]]:
+    """Output-tile index ranges [a, b) of the chunks along one axis: `step` tiles each,
+    except that the last chunk joins the one before it when together they still fit one
+    Restorer tile (`limit_px` input px, with the halo only on a side that is not the
+    slide's edge; at most `max_step` tiles). A remainder of one thin row or column would
+    otherwise pay a whole halo and a model call: a slide no larger than one Restorer
+    tile becomes one chunk, computed exactly as in memory.
+
+    band_px: input px per output tile; extent_px: the slide's input px along the axis.
+    """
+    spans = [(a, min(a + step, count)) for a in range(0, count, step)]
+    if len(spans) > 1:
+        a = spans[-2][0]
+        need = extent_px - a * band_px + (halo_px if a > 0 else 0)
+        if need <= limit_px and count - a <= (max_step or count):
+            spans[-2:] = [(a, count)]
+    return spans
+
+
 def plan_chunks(restorer_tile_px: int, overlap_px: int, *, scale: int, halo_px: int,
                 tile_px: int = SLIDE_WRITER.tile_px, max_chunk_tiles: int = 8,
                 rows: int = 1) -> int:
@@ -194,6 +217,8 @@ class _Chunker:
         self.s = restorer.scale
         self.tile_px, self.chunk_tiles, self.halo_px = tile_px, chunk_tiles, halo_px
         self.rows = rows
+        # the band buffer's cap, which also bounds a merged last band
+        self.max_rows = max(rows, BAND_BYTES // (tile_px * reader.width * restorer.scale * 3))
         self.skip_background = skip_background
         self.report, self.on_progress = report, on_progress
 
@@ -201,15 +226,20 @@ class _Chunker:
         s, t = self.s, self.tile_px
         H, W = self.reader.height * s, self.reader.width * s
         ny, nx = -(-H // t), -(-W // t)
-        total = -(-ny // self.rows) * -(-nx // self.chunk_tiles)
-        done = 0
-        for ty in range(0, ny, self.rows):
-            # A band of `rows` tile rows, clipped at the slide's bottom edge.
-            oy = ty * t
-            oh = min(self.rows * t, H - oy)
-            band = np.empty((oh, W, 3), dtype=np.uint8) if self.rows > 1 else None
-            for c0 in range(0, nx, self.chunk_tiles):
-                c1 = min(c0 + self.chunk_tiles, nx)
+        limit = self.restorer.tile  # input px one Restorer tile holds
+        row_spans = chunk_spans(ny, self.rows, band_px=t // s, extent_px=self.reader.height,
+                                halo_px=self.halo_px, limit_px=limit,
+                                max_step=self.max_rows)
+        col_spans = chunk_spans(nx, self.chunk_tiles, band_px=t // s,
+                                extent_px=self.reader.width, halo_px=self.halo_px,
+                                limit_px=limit)
+        total, done = len(row_spans) * len(col_spans), 0
+        for ty0, ty1 in row_spans:
+            # A band of tile rows, clipped at the slide's bottom edge.
+            oy = ty0 * t
+            oh = min(ty1 * t, H) - oy
+            band = np.empty((oh, W, 3), dtype=np.uint8) if ty1 - ty0 > 1 else None
+            for c0, c1 in col_spans:
                 ox = c0 * t
                 ow = min(c1 * t, W) - ox
                 out = self._chunk(oy // s, ox // s, oh // s, ow // s)
