@@ -259,19 +259,20 @@ def test_streamed_and_in_memory_slide_outputs_share_one_pyramid_layout(tmp_path)
 
 
 class _LocalSR(torch.nn.Module):
-    """x2 RGB model with a 2-px receptive field: tiles and chunks with any halo >= 2 px
+    """x2 (or x4) RGB model with a 2-px receptive field: tiles and chunks with any halo >= 2 px
     give exactly the whole-image result, so chunking can be checked bit for bit."""
 
-    scale, in_channels, out_channels, multiple = 2, 3, 3, 16
+    in_channels, out_channels, multiple = 3, 3, 16
 
-    def __init__(self) -> None:
+    def __init__(self, scale: int = 2) -> None:
         super().__init__()
         torch.manual_seed(0)
+        self.scale = scale
         self.body = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.Tanh(),
                                         torch.nn.Conv2d(8, 3, 3, padding=1))
 
     def forward(self, x, regions=None):
-        up = F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
+        up = F.interpolate(x, scale_factor=self.scale, mode="bilinear", align_corners=False)
         return up + 0.05 * self.body(up)
 
 
@@ -325,3 +326,22 @@ def test_a_slide_within_one_restorer_tile_is_one_chunk_as_in_memory(tmp_path):
         (0, 0), 0, (840, 600)))[..., :3]
     want = restorer.restore(read(tmp_path / "in.tif")).array[0]
     assert np.array_equal(got, want)
+
+
+@pytest.mark.parametrize(("scale", "h", "w"), [(2, 130, 515), (2, 130, 800), (2, 513, 260),
+                                               (4, 200, 257), (4, 70, 700)])
+def test_streamed_slides_of_any_size_match_the_in_memory_result(tmp_path, scale, h, w):
+    # just over a tile; a thin last column that joins its neighbour (130 x 800: 7 tile
+    # columns, the last 4 in one chunk with a halo); a thin last band (200 x 257 at x4)
+    rng = np.random.default_rng(h * w)
+    rgb = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+    PyramidWriter(tmp_path / "in.tif", width=w, height=h, mpp=(0.5, 0.5)).write(
+        slide_tiles(rgb, 256))
+    restorer = Restorer(_LocalSR(scale), TASKS[f"sr-x{scale}"], device="cpu", guard=False)
+    restore_slide(tmp_path / "in.tif", tmp_path / "out.tif", restorer, skip_background=False,
+                  slide_writer=SlideWriterConfig(compression="lossless"))
+    got = np.asarray(openslide.OpenSlide(tmp_path / "out.tif").read_region(
+        (0, 0), 0, (w * scale, h * scale)))[..., :3]
+    want = restorer.restore(read(tmp_path / "in.tif")).array[0]
+    assert got.shape == want.shape == (h * scale, w * scale, 3)
+    assert np.abs(got.astype(int) - want.astype(int)).max() <= 1
