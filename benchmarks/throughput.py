@@ -159,7 +159,10 @@ def _rat(root: Path, src: Path, dst: Path, cache: Path, env: dict) -> tuple[floa
            "--regions", "classical", "--device", "cpu", "--overwrite"]
     with tempfile.TemporaryFile() as err:
         t = time.perf_counter()
-        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=err)
+        # cwd: `python -m` puts the working directory first on sys.path, which would
+        # shadow PYTHONPATH (run from a checkout, "old" would run the new package)
+        proc = subprocess.Popen(cmd, env=env, cwd=cache.parent, stdout=subprocess.DEVNULL,
+                                stderr=err)
         _, status, usage = os.wait4(proc.pid, 0)  # this child's own rusage (peak RSS)
         wall = time.perf_counter() - t
         proc.returncode = os.waitstatus_to_exitcode(status)
