@@ -113,3 +113,26 @@ def test_overshoot_measures_halos_next_to_edges_only():
     far = target.astype(np.int16)
     far[:, 2] += 40  # the same error far from any edge is not ringing
     assert overshoot_at_edges(np.clip(far, 0, 255).astype(np.uint8), target) == 0.0
+
+
+def test_overshoot_splits_into_ringing_and_edge_smear():
+    from ratcli.training.metrics import overshoot_at_edges, overshoot_split
+
+    target = np.full((32, 32, 3), 60, np.uint8)
+    target[:, 16:] = 200  # one vertical edge between columns 15 and 16
+    halo = target.astype(np.int16)
+    halo[:, 16] += 40  # past the range on the pixel's own side: ringing only
+    halo[:, 15] -= 40
+    halo = np.clip(halo, 0, 255).astype(np.uint8)
+    ringing, smear = overshoot_split(halo, target)
+    assert ringing > 5.0 and smear == 0.0
+    assert ringing + smear == pytest.approx(overshoot_at_edges(halo, target))
+    # the bright side spilled two pixels into the dark one: past the dark pixels'
+    # range on the bright side of it, an edge smeared across
+    smeared = target.copy()
+    smeared[:, 13:16] = 200
+    ringing, smear = overshoot_split(smeared, target)
+    assert ringing == 0.0 and smear > 5.0
+    assert ringing + smear == pytest.approx(overshoot_at_edges(smeared, target))
+    m = image_metrics(halo, target, task=TASKS["sr-x2"])
+    assert m["overshoot"] == pytest.approx(m["ringing"] + m["edge_smear"])

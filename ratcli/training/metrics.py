@@ -12,8 +12,9 @@ does: CT/PET through the task window to 0..255; RGB through the ITU-R BT.601 lum
 YCbCr, 16..235) with a `scale`-pixel border cropped for SR (the usual SR convention).
 They inflate PSNR and are only reported as a labelled extra.
 
-SR also reports `overshoot`, a ringing measure: how far the output leaves the target's
-3x3 range next to its strongest edges (halos and dark rims around nuclei).
+SR also reports `overshoot`: how far the output leaves the target's 3x3 range next to
+its strongest edges, split into `ringing` (halos and dark rims around nuclei) and
+`edge_smear` (an edge blurred across; most of it at x4).
 
 SSIM is scikit-image's `structural_similarity` with Wang et al.'s settings (Gaussian
 window sigma 1.5, population covariance), the convention of the SR/denoising papers.
@@ -39,6 +40,7 @@ __all__ = [
     "definitions",
     "CT_DISPLAY_WINDOW",
     "overshoot_at_edges",
+    "overshoot_split",
 ]
 
 # Soft-tissue display window (W400 / L40), HU.
@@ -47,7 +49,7 @@ CT_DISPLAY_WINDOW: tuple[float, float] = (-160.0, 240.0)
 # Every per-image record has these metric keys (NaN where a task has no such metric).
 METRIC_COLUMNS: tuple[str, ...] = (
     "psnr", "ssim", "rmse", "psnr_window", "ssim_window", "rmse_window", "psnr_y8", "ssim_y8",
-    "overshoot",
+    "overshoot", "ringing", "edge_smear",
 )
 
 MetricDefinitions = dict[str, str]
@@ -70,8 +72,9 @@ def image_metrics(pred: np.ndarray, target: np.ndarray, *, task: TaskSpec) -> di
         b = task.scale
         py = rgb_to_y(pred)[b:-b or None, b:-b or None]
         ty = rgb_to_y(target)[b:-b or None, b:-b or None]
+        ringing, smear = overshoot_split(pred, target)
         out.update(psnr_y8=psnr(py, ty, 255.0), ssim_y8=ssim(py, ty, 255.0),
-                   overshoot=overshoot_at_edges(pred, target))
+                   overshoot=ringing + smear, ringing=ringing, edge_smear=smear)
         return out
     if task.norm is Norm.HU:
         lo, hi = task.window
@@ -96,8 +99,13 @@ def definitions(task: TaskSpec) -> MetricDefinitions:
             "psnr_y8": f"paper-style: BT.601 Y channel quantised to uint8, {task.scale}-px border "
                        "cropped, data range 255",
             "ssim_y8": "paper-style: as psnr_y8",
-            "overshoot": "ringing: RGB levels by which the output leaves the target's 3x3 range, "
-                         "mean over pixels within 2 px of the strongest 10 % target edges",
+            "overshoot": "RGB levels by which the output leaves the target's 3x3 range, "
+                         "mean over pixels within 2 px of the strongest 10 % target edges "
+                         "(= ringing + edge_smear)",
+            "ringing": "the part of overshoot on the side the target pixel is on (halos "
+                       "on the bright side of an edge, dark rims on the dark side)",
+            "edge_smear": "the part of overshoot on the other side: an edge blurred across "
+                          "more than a pixel",
         }
     if task.norm is Norm.HU:
         lo, hi = task.window
@@ -125,17 +133,39 @@ def definitions(task: TaskSpec) -> MetricDefinitions:
 def overshoot_at_edges(pred: np.ndarray, target: np.ndarray) -> float:
     """Ringing of an (H, W, 3) uint8 output: how far it leaves the target's own range in
     each pixel's 3x3 neighbourhood (halos, dark rims), mean over the pixels within 2 px
-    of the strongest 10 % edges of the target (BT.601 luma Sobel gradient), in levels."""
+    of the strongest 10 % edges of the target (BT.601 luma Sobel gradient), in levels.
+    The sum of the two parts of `overshoot_split`."""
+    ringing, smear = overshoot_split(pred, target)
+    return ringing + smear
+
+
+def overshoot_split(pred: np.ndarray, target: np.ndarray) -> tuple[float, float]:
+    """`overshoot_at_edges` in two parts, (ringing, edge smear), in levels.
+
+    Where the output leaves the target's 3x3 range on the side the target pixel itself
+    is on (above the range on the bright side of the nearby edge, below it on the dark
+    side) it is ringing: a halo or a rim. On the other side the edge was smeared across:
+    a blur wider than a pixel also leaves the 3x3 range, and at x4 that is most of the
+    overshoot (one input pixel spans four output pixels). The side is judged against
+    the middle of the target's 7x7 range, which reaches the edge from every pixel of
+    the band (a plateau's own 3x3 range cannot tell which side of the edge it is on).
+    """
     from scipy import ndimage
 
     t, p = target.astype(np.float64), pred.astype(np.float64)
     y = rgb_to_y(target)
     grad = np.hypot(ndimage.sobel(y, 0), ndimage.sobel(y, 1))
     band = ndimage.binary_dilation(grad > np.percentile(grad, 90), iterations=2)
+    if not band.any():
+        return 0.0, 0.0
     hi = ndimage.maximum_filter(t, size=(3, 3, 1))
     lo = ndimage.minimum_filter(t, size=(3, 3, 1))
-    over = np.maximum(p - hi, 0.0) + np.maximum(lo - p, 0.0)
-    return float(over[band].mean()) if band.any() else 0.0
+    above, below = np.maximum(p - hi, 0.0), np.maximum(lo - p, 0.0)
+    wide = (7, 7, 1)
+    bright = t >= (ndimage.maximum_filter(t, size=wide) + ndimage.minimum_filter(t, size=wide)) / 2
+    ringing = np.where(bright, above, below)
+    smear = np.where(bright, below, above)
+    return float(ringing[band].mean()), float(smear[band].mean())
 
 
 def psnr(pred: np.ndarray, target: np.ndarray, data_range: float) -> float:

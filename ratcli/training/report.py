@@ -2,8 +2,8 @@
 
 Columns of `metrics.csv` (one row per image and method): image, method, kind
 (model | baseline), then METRIC_COLUMNS (psnr, ssim, rmse, psnr_window, ssim_window,
-rmse_window, psnr_y8, ssim_y8, overshoot; empty where a task has no such metric, `inf`
-for a perfect match) and seconds (compute time per image).
+rmse_window, psnr_y8, ssim_y8, overshoot, ringing, edge_smear; empty where a task has no
+such metric, `inf` for a perfect match) and seconds (compute time per image).
 
 Columns of `summary.csv` (one row per method and metric): method, kind, metric, n,
 mean, std, ci95_low, ci95_high.
