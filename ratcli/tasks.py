@@ -156,7 +156,7 @@ TASKS: dict[str, TaskSpec] = {
         TaskSpec("sr-x2", "sr", 3, 2, "rat-sr-x2", Norm.UINT8, Modality.SM, tile=512,
                  overlap=0.125, guard="range"),
         TaskSpec("sr-x4", "sr", 3, 4, "rat-sr-x4", Norm.UINT8, Modality.SM, tile=256,
-                 overlap=0.125),
+                 overlap=0.125, guard="range"),
     )
 }
 

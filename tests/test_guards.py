@@ -109,6 +109,21 @@ def test_range_guard_clamps_ringing_to_the_inputs_local_range():
     np.testing.assert_array_equal(range_guard(low, up.astype(np.uint8), 2), up)
 
 
+def test_range_guard_at_x4_and_the_tasks_that_use_it():
+    from ratcli.tasks import TASKS
+
+    # both SR tasks clamp (x4 since the ringing / edge-smear split showed it halves x4's
+    # halos); the denoising tasks do not
+    assert TASKS["sr-x2"].guard == TASKS["sr-x4"].guard == "range"
+    assert TASKS["ct"].guard == ""
+    low = np.zeros((1, 4, 4, 3), np.uint8)
+    low[:, :, 2:] = 160
+    up = np.repeat(np.repeat(low, 4, axis=1), 4, axis=2).astype(np.int16)
+    up[:, :, 8] += 60  # a halo on the bright side of the edge
+    out = range_guard(low, np.clip(up, 0, 255).astype(np.uint8), 4)
+    assert out.shape == (1, 16, 16, 3) and out.max() <= 160
+
+
 def test_apply_guard_dispatch():
     a = np.ones((1, 4, 4), np.float32)
     assert apply_guard("", a, a) is a
