@@ -131,10 +131,10 @@ def definitions(task: TaskSpec) -> MetricDefinitions:
 
 
 def overshoot_at_edges(pred: np.ndarray, target: np.ndarray) -> float:
-    """Ringing of an (H, W, 3) uint8 output: how far it leaves the target's own range in
-    each pixel's 3x3 neighbourhood (halos, dark rims), mean over the pixels within 2 px
-    of the strongest 10 % edges of the target (BT.601 luma Sobel gradient), in levels.
-    The sum of the two parts of `overshoot_split`."""
+    """Overshoot of an (H, W, 3) uint8 output: how far it leaves the target's own range in
+    each pixel's 3x3 neighbourhood, mean over the pixels within 2 px of the strongest
+    10 % edges of the target (BT.601 luma Sobel gradient), in levels. The sum of the two
+    parts of `overshoot_split`: ringing (halos, dark rims) and edge smear."""
     ringing, smear = overshoot_split(pred, target)
     return ringing + smear
 
