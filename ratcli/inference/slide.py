@@ -133,7 +133,12 @@ def band_rows(restorer_tile_px: int, *, scale: int, halo_px: int, width_px: int,
     row by row, so a band of rows is held until its last chunk is done)."""
     band = tile_px // scale
     fit = (restorer_tile_px - 2 * halo_px) // band
-    return max(1, min(fit, BAND_BYTES // (tile_px * width_px * 3)))
+    return max(1, min(fit, _band_cap(width_px, tile_px)))
+
+
+def _band_cap(width_px: int, tile_px: int) -> int:
+    """Most output-tile rows whose band across `width_px` output px fits BAND_BYTES."""
+    return BAND_BYTES // (tile_px * width_px * 3)
 
 
 def chunk_spans(count: int, step: int, *, band_px: int, extent_px: int, halo_px: int,
@@ -218,7 +223,7 @@ class _Chunker:
         self.tile_px, self.chunk_tiles, self.halo_px = tile_px, chunk_tiles, halo_px
         self.rows = rows
         # the band buffer's cap, which also bounds a merged last band
-        self.max_rows = max(rows, BAND_BYTES // (tile_px * reader.width * restorer.scale * 3))
+        self.max_rows = max(rows, _band_cap(reader.width * restorer.scale, tile_px))
         self.skip_background = skip_background
         self.report, self.on_progress = report, on_progress
 
