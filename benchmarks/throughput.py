@@ -14,7 +14,9 @@ One run measures, side by side under the same load and thread count:
    convolutions only; it has no formula for the CPU attention kernel
    (aten::_scaled_dot_product_flash_attention_for_cpu), so the attention FLOPs
    (4 * L_q * L_k * head_dim per head) are added here and both figures are printed;
-   element-wise work (softmax exp, norms, GELU) is counted by neither;
+   element-wise work (softmax exp, norms, GELU) is counted by neither; and both widths
+   once more with attention made free (SDPA stubbed out), the bound on the width ratio
+   that any faster attention kernel could reach;
 5. `rat sr` output megapixels per second on tissue (examples/slide.tif) for x2 and x4:
    an in-memory crop through the Python API (`sr`), and the streaming slide path that
    `rat sr slide.svs` takes (`slide`: a tiled TIFF of the crop, every chunk on tissue).
@@ -288,6 +290,8 @@ def _child_flops(path: str) -> dict:
         with torch.inference_mode():
             for name, model in (("w16", w16), ("w32", w32)):
                 res[name] = {"seconds": _best(lambda m=model: m(x, r), clock=clock)}
+                with _free_attention():  # the bound on what faster attention could give
+                    res[name]["no_attention"] = _best(lambda m=model: m(x, r), clock=clock)
         out[mode] = res
     with torch.inference_mode(), _unpadded():
         for name, model in (("w16", w16), ("w32", w32)):
@@ -296,6 +300,26 @@ def _child_flops(path: str) -> dict:
             out[name] = {"counted": fc.get_total_flops(),
                          "attention": _attention_flops(model, x, r)}
     return out
+
+
+def _free_attention():
+    """Replace SDPA by a stub that returns v (no arithmetic): the forward's time without
+    attention, so the report can say what any attention speed-up could reach."""
+    import contextlib
+
+    import torch.nn.functional as F
+
+    @contextlib.contextmanager
+    def ctx():
+        sdpa = F.scaled_dot_product_attention
+        F.scaled_dot_product_attention = lambda q, k, v, *a, **kw: v.expand(*q.shape[:-1],
+                                                                          v.shape[-1])
+        try:
+            yield
+        finally:
+            F.scaled_dot_product_attention = sdpa
+
+    return ctx()
 
 
 def _unpadded():
@@ -453,6 +477,10 @@ def _report_flops(f: dict) -> None:
                   f"{total / sec / mm:.1%}")
         ratio = f[mode]["w32"]["seconds"] / f[mode]["w16"]["seconds"]
         print(f"    width 32 / width 16 time: {ratio:.2f}x")
+        att = {n: f[mode][n]["seconds"] - f[mode][n]["no_attention"] for n in ("w16", "w32")}
+        free = f[mode]["w32"]["no_attention"] / f[mode]["w16"]["no_attention"]
+        print(f"    attention (SDPA calls) takes {att['w16']:.3f} s at width 16, "
+              f"{att['w32']:.3f} s at width 32; with it free the ratio would be {free:.2f}x")
 
 
 def _report_sr(sr: dict, title: str, repeat: int) -> None:
