@@ -33,6 +33,7 @@ Run: `python benchmarks/throughput.py [--old /tmp/old] [--series 64] [--threads 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
@@ -302,45 +303,35 @@ def _child_flops(path: str) -> dict:
     return out
 
 
+@contextlib.contextmanager
 def _free_attention():
     """Replace SDPA by a stub that returns v (no arithmetic): the forward's time without
     attention, so the report can say what any attention speed-up could reach."""
-    import contextlib
-
     import torch.nn.functional as F
 
-    @contextlib.contextmanager
-    def ctx():
-        sdpa = F.scaled_dot_product_attention
-        F.scaled_dot_product_attention = lambda q, k, v, *a, **kw: v.expand(*q.shape[:-1],
-                                                                          v.shape[-1])
-        try:
-            yield
-        finally:
-            F.scaled_dot_product_attention = sdpa
-
-    return ctx()
+    sdpa = F.scaled_dot_product_attention
+    F.scaled_dot_product_attention = lambda q, k, v, *a, **kw: v.expand(*q.shape[:-1],
+                                                                      v.shape[-1])
+    try:
+        yield
+    finally:
+        F.scaled_dot_product_attention = sdpa
 
 
+@contextlib.contextmanager
 def _unpadded():
     """Count the model's own arithmetic: switch off the CPU head-dim zero padding (new
     code) so FlopCounterMode does not count multiplications by the padded zeros."""
-    import contextlib
-
     import ratcli.models.blocks as blocks
 
-    @contextlib.contextmanager
-    def ctx():
-        saved = getattr(blocks, "_CPU_MIN_HEAD_DIM", None)
+    saved = getattr(blocks, "_CPU_MIN_HEAD_DIM", None)
+    if saved is not None:
+        blocks._CPU_MIN_HEAD_DIM = 0
+    try:
+        yield
+    finally:
         if saved is not None:
-            blocks._CPU_MIN_HEAD_DIM = 0
-        try:
-            yield
-        finally:
-            if saved is not None:
-                blocks._CPU_MIN_HEAD_DIM = saved
-
-    return ctx()
+            blocks._CPU_MIN_HEAD_DIM = saved
 
 
 def _attention_flops(model, x, r) -> int:
