@@ -14,7 +14,7 @@ missing or unusable weights) raise.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from pathlib import Path
 
@@ -23,20 +23,12 @@ from ratcli.errors import InputFormatError, TaskMismatchError, UsageError
 from ratcli.inference import Restorer, resolve_device
 from ratcli.inference.restorer import ProgressFn
 from ratcli.io import Image, Source, check_geometry_fits, read, streams, write
+from ratcli.io.formats import all_formats, file_outputs
 from ratcli.options import check_tiling
 from ratcli.regions import Partitioner, make_partitioner
 from ratcli.tasks import TASKS, TaskSpec, get_task, task_for_modality, task_from_values
 
 __all__ = ["Mode", "RestoreResult", "Session", "restore_many", "restore_path", "restore"]
-
-# Forms a single output file may take, by input kind (else: an output folder).
-_FILE_OUTPUTS = OutputRule(file_suffixes={
-    "dicom": (".dcm", ".nii", ".nii.gz"),
-    "nifti": (".nii", ".nii.gz"),
-    "image": (".png", ".tif", ".tiff"),
-    "slide": (".tif", ".tiff"),
-})
-
 
 class Mode(StrEnum):
     """The command: denoise (scale 1) or sr (scale 2 or 4)."""
@@ -226,7 +218,7 @@ def restore_many(
     CheckpointError.
     """
     session = Session(**session_options)
-    plan = plan_batch(inputs, output, _FILE_OUTPUTS, overwrite=overwrite,
+    plan = plan_batch(inputs, output, _output_rule(), overwrite=overwrite,
                       skip=session.skip_reason, raise_errors=raise_errors)
 
     def work(job: Job, info: dict) -> None:
@@ -252,6 +244,12 @@ def restore(image: Image, **session_options) -> Image:
     return restorer.restore(image)
 
 
+def _output_rule() -> OutputRule:
+    """Forms a single output file may take, by input kind (else: an output folder): what
+    the format table says each kind is written as (`ratcli.io.formats.file_outputs`)."""
+    return OutputRule(file_suffixes={f.kind: file_outputs(f.kind) for f in all_formats()})
+
+
 def _restore_source(session: Session, source: Source, out: Path, *, overwrite: bool
                     ) -> tuple[TaskSpec, str | None]:
     """Read, restore and write one input; returns (task used, note)."""
@@ -271,6 +269,10 @@ def _restore_source(session: Session, source: Source, out: Path, *, overwrite: b
     task, note = session.pick_task(image, source.path)
     restorer, provenance = session.restorer(task)
     restored = restorer.restore(image)
+    if len(source.files) > 1:
+        # a series: the plan checked its output against the folders given as inputs and
+        # these files; its own folder is off-limits only when given (ratcli.batch)
+        restored = replace(restored, source=None)
     write(restored, out, overwrite=overwrite, provenance=provenance)
     return task, note
 

@@ -15,7 +15,8 @@ Output naming, in order:
 - one source and an output with a file suffix: the output is that file;
 - one DICOM series passed as its folder or as its files, for outputs that are series
   folders: the output folder holds the derived series itself
-  (`rat denoise ct_series/ -o out/` -> out/IM0001.dcm, ...);
+  (`rat denoise ct_series/ -o out/` -> out/IM0001.dcm, ...; junk beside it, such as
+  a text file named .dcm, fails on its own and does not change this);
 - otherwise `rule.folder_path(source, output)` mirrors the input tree under the output
   folder (a folder input's tree below it; a file input by its name).
 """
@@ -144,7 +145,7 @@ def plan_batch(
         if named_file:
             target = out
             _check_form(src, out, rule)
-        elif rule.series_into_folder and len(kept) == 1 and src in direct:
+        elif rule.series_into_folder and src in direct and _layout(kept) == [src]:
             target = out  # the series' files go straight into the output folder
         else:
             target = rule.folder_path(src, out)
@@ -208,11 +209,19 @@ def set_threads(threads: int | None) -> None:
 def _discover(args: list[Path], plan: Plan, *, raise_errors: bool
               ) -> tuple[list[Source], set[Source]]:
     """(sources, the DICOM series given directly: as their folder or as their files).
-    Missing or unsupported inputs and skipped objects become records in `plan`."""
+    Missing or unsupported inputs and skipped objects become records in `plan`, as do
+    inputs given twice (any spelling: relative, absolute, ./, a symlink; or a file also
+    inside a folder given), which are restored once."""
     sources: list[Source] = []
     direct: set[Source] = set()
     dicom_files: list[Path] = []
+    seen: dict[Path, Path] = {}
     for arg in args:
+        first = seen.setdefault(arg.resolve(), arg)
+        if first is not arg:
+            plan.records.append(Result(str(arg), None, "skipped", 0.0,
+                                       note=f"given twice (also as {first}); restored once"))
+            continue
         try:
             found, skipped = scan_inputs(arg)
         except RatError as exc:
@@ -231,7 +240,33 @@ def _discover(args: list[Path], plan: Plan, *, raise_errors: bool
         series, _ = group_dicom_files(dicom_files)  # skipped ones were recorded above
         direct.update(s for s in series if len(s.files) > 1)  # a series folder
         sources += series
-    return sources, direct
+    return _once(sources, plan), direct
+
+
+def _once(sources: list[Source], plan: Plan) -> list[Source]:
+    """`sources` without those whose files all belong to an earlier source (a file named
+    and also found in a folder given), each recorded as skipped."""
+    owner: dict[Path, Path] = {}
+    kept = []
+    for src in sources:
+        keys = [f.resolve() for f in src.files]
+        if keys and all(k in owner for k in keys):
+            plan.records.append(Result(str(src.path), None, "skipped", 0.0,
+                                       note=f"also an input as part of {owner[keys[0]]}; "
+                                            "restored once"))
+            continue
+        for k in keys:
+            owner.setdefault(k, src.path)
+        kept.append(src)
+    return kept
+
+
+def _layout(sources: list[Source]) -> list[Source]:
+    """The sources that decide the output layout: all but DICOM files whose header
+    names no series (unreadable: a text file named .dcm). Those fail on their own when
+    read, so a junk file in a series folder does not move the series' output from OUT/
+    to OUT/<folder>/: the layout depends on what was asked, not on failures."""
+    return [s for s in sources if s.kind != "dicom" or s.series_uid is not None]
 
 
 def _check_form(src: Source, out: Path, rule: OutputRule) -> None:
@@ -247,7 +282,11 @@ def _check_form(src: Source, out: Path, rule: OutputRule) -> None:
 
 def _check_outputs(jobs: list[Job], args: list[Path], *, overwrite: bool) -> None:
     """Every output path: not too long, not shared, not an input or inside an input
-    folder, not existing unless overwrite, in a folder rat can create and write."""
+    folder, not existing unless overwrite, in a folder rat can create and write.
+
+    Only a folder given as an input makes its subtree off-limits; files named one by one
+    (a series grouped from its files included) make only themselves off-limits, so
+    `rat denoise IM0001.dcm IM0002.dcm -o denoised` works inside the series folder."""
     owner: dict[Path, Path] = {}
     folders = [a for a in args if a.is_dir()]
     input_files = {f.resolve() for job in jobs for f in job.source.files}
@@ -262,7 +301,7 @@ def _check_outputs(jobs: list[Job], args: list[Path], *, overwrite: bool) -> Non
             owner[key] = job.source.path
             if key in input_files:
                 raise UsageError(f"{path}: output would overwrite an input")
-            check_not_input(path, [*folders, job.source.path])
+            check_not_input(path, [*folders, *job.source.files])
             if _exists(path):
                 existing.append(path)
             folder = _existing_ancestor(path.parent)

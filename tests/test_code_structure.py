@@ -69,6 +69,22 @@ def test_no_import_cycles():
     assert cycles == [], "import cycles: " + "; ".join(" -> ".join(c) for c in cycles)
 
 
+def test_format_table_never_imports_input_discovery():
+    """Issue 25: io/sources.py asks the format table (io/formats.py); the table, its type
+    hints and the format modules it loads by name never import io/sources.py back (Source
+    and the content tests they need live in the leaf io/inputs.py)."""
+    from ratcli.io.formats import _MODULES
+
+    def imported(name: str) -> set[str]:  # TYPE_CHECKING and function-level included
+        tree = ast.parse(_modules()[name].read_text())
+        return ({a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+                | {n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)})
+
+    for name in ("ratcli.io.formats", "ratcli.io.inputs", *_MODULES):
+        assert "ratcli.io.sources" not in imported(name), name
+    assert "ratcli.io.formats" not in imported("ratcli.io.inputs")
+
+
 def test_no_module_over_the_line_limit():
     long = {str(p.relative_to(ROOT)): n for p in PACKAGE.rglob("*.py")
             if (n := len(p.read_text().splitlines())) > MAX_LINES}

@@ -59,7 +59,8 @@ modalities) are skipped with a note and do not fail the run.
 
 _INPUTS = typer.Argument(..., metavar="INPUT...", help="Files or folders (searched "
                          "recursively); - reads one "
-                         "path per line from stdin.", show_default=False)
+                         "path per line from stdin (# starts a comment line).",
+                         show_default=False)
 _OUTPUT = typer.Option(..., "-o", "--output", help="Output file (one input file) or "
                        "folder; see the rules below.", show_default=False)
 _WEIGHTS = typer.Option(None, "--weights", help="Checkpoint: a manifest name (see `rat "
@@ -241,10 +242,12 @@ def missing_inputs(paths: list[str] | list[Path], *, as_json: bool) -> None:
 
 
 def _expand_stdin(inputs: list[str]) -> list[str]:
-    """Replace '-' by the non-empty lines of stdin."""
+    """Replace '-' by the lines of stdin, leaving out empty lines and comments (lines
+    starting with '#')."""
     if "-" not in inputs:
         return inputs
-    listed = [line.strip() for line in sys.stdin.read().splitlines() if line.strip()]
+    listed = [line.strip() for line in sys.stdin.read().splitlines()
+              if line.strip() and not line.lstrip().startswith("#")]
     if not listed and len(inputs) == 1:
         raise UsageError("-: no input paths on stdin")
     out: list[str] = []

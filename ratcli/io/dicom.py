@@ -182,7 +182,7 @@ def _to_real(frame: np.ndarray, ds, i: int, path: Path) -> np.ndarray:
 
 
 def _has_preamble(path: Path) -> bool:
-    from ratcli.io.sources import is_dicom_file
+    from ratcli.io.inputs import is_dicom_file
 
     return is_dicom_file(path)
 
@@ -199,6 +199,7 @@ FORMAT = Format(
     # one .dcm for a single file (one slice or multi-frame), a folder for a series
     output_suffix=lambda source: ".dcm" if source.path.is_file() else "",
     writes=(".dcm",),
+    converts_to=("nifti",),  # a series as one NIfTI volume, as dcm2niix does
     sniff=_has_preamble,
     own_images_only=True,
     writes_folders=True,

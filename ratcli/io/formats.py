@@ -11,6 +11,7 @@ suffix list:
     input_suffixes()                          # every suffix an input may have
     output_suffixes()                         # every suffix `io.write` takes
     output_suffix_for(source)                 # the output suffix for one input
+    file_outputs("dicom")                     # suffixes one output file may have
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from ratcli.errors import InputFormatError, UsageError
 
 if TYPE_CHECKING:
     from ratcli.io.image import Image
-    from ratcli.io.sources import Source
+    from ratcli.io.inputs import Source
 
 __all__ = [
     "Format",
@@ -39,6 +40,7 @@ __all__ = [
     "input_suffixes",
     "output_suffixes",
     "output_suffix_for",
+    "file_outputs",
 ]
 
 # Built-in format modules, in the order files are recognised (the first match wins):
@@ -68,6 +70,8 @@ class Format:
     output_suffix: suffix of the output written for an input of this format ("" = a
         folder), or a function of the Source when it depends on the input.
     writes: lower-case output name endings `write` takes.
+    converts_to: names of other formats an input of this one may also be written as
+        (a DICOM series as one NIfTI volume); see `file_outputs`.
     sniff: content test that recognises a file whatever its suffix (DICM preamble,
         tiled pyramid TIFF); None = by suffix only.
     own_images_only: the writer only writes images this format read (it copies their
@@ -86,6 +90,7 @@ class Format:
     write: WriteFn | None = None
     output_suffix: str | Callable[[Source], str] = ""
     writes: tuple[str, ...] = ()
+    converts_to: tuple[str, ...] = ()
     sniff: Callable[[Path], bool] | None = None
     own_images_only: bool = False
     writes_folders: bool = False
@@ -180,6 +185,19 @@ def output_suffix_for(source: Source) -> str:
     TIFF and whole-slide inputs (each format declares its own)."""
     suffix = format_of_kind(source.kind, where=source.path).output_suffix
     return suffix if isinstance(suffix, str) else suffix(source)
+
+
+def file_outputs(kind: str, *, any_image: bool = False) -> tuple[str, ...]:
+    """The suffixes one output file may have for an input of `kind` (else the output
+    is a folder): the `writes` of the format that reads it and of the formats it
+    `converts_to` (DICOM: .dcm, .nii, .nii.gz; NIfTI: .nii, .nii.gz; PNG/TIFF: .png,
+    .tif, .tiff; slides: .tif, .tiff). any_image: only those a writer of any image
+    takes (label maps and other images rat makes itself, not restored from the input)."""
+    own = format_of_kind(kind)
+    fits = [own, *(f for f in _table() if f.name in own.converts_to)]
+    general = output_suffixes(any_image=True)
+    return _unique(s for f in fits if f.write is not None for s in f.writes
+                   if not any_image or s in general)
 
 
 def _format_named(name: str) -> Format | None:

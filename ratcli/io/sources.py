@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import hashlib
 from collections import defaultdict
-from dataclasses import dataclass
 from pathlib import Path
 
 from ratcli.errors import InputFormatError, InputNotFoundError
 from ratcli.io import formats
 from ratcli.io.atomic import is_temp_name
 from ratcli.io.dicom_header import DicomHeader, read_header
+from ratcli.io.inputs import Skipped, Source, is_dicom_file
 
 __all__ = [
     "Source",
@@ -27,44 +27,7 @@ __all__ = [
     "is_slide",
     "output_suffix_for",
     "output_path_for",
-    "SLIDE_SUFFIXES",
 ]
-
-SLIDE_SUFFIXES = frozenset(formats.format_of_kind("slide").suffixes)
-# A .tif/.tiff is a slide when tiled and either this large or multi-resolution.
-SLIDE_MIN_EDGE = 4096
-
-
-@dataclass(frozen=True)
-class Source:
-    """One input to restore.
-
-    path: the file, or the series folder (DICOM series of several files).
-    files: every file that makes up the input, in discovery order (the DICOM reader
-        sorts slices by position itself).
-    kind: "dicom" | "nifti" | "image" | "slide".
-    rel: where the output goes relative to the output root: the path relative to the
-        searched root (a file or series passed directly -> its own name); a series
-        sharing its folder with other outputs gets a series-specific suffix.
-    series_uid: SeriesInstanceUID for DICOM sources (None when the header is unreadable).
-    modality: DICOM Modality for DICOM sources ("OT" when absent; None otherwise).
-    """
-
-    path: Path
-    files: tuple[Path, ...]
-    kind: str
-    rel: Path
-    series_uid: str | None = None
-    modality: str | None = None
-
-
-@dataclass(frozen=True)
-class Skipped:
-    """An object found among the inputs that is not a restorable image (a localizer, a
-    dose report, a secondary capture, rat's own temp file, ...) and why."""
-
-    path: Path
-    reason: str
 
 
 def find_inputs(path: str | Path) -> list[Source]:
@@ -116,7 +79,8 @@ def scan_inputs(path: str | Path) -> tuple[list[Source], list[Skipped]]:
 
     sources: list[Source] = []
     dicom: list[Path] = []
-    for f in _walk(root):
+    files, links = _walk(root)
+    for f in files:
         kind = _kind_of(f)
         if kind == "dicom":
             dicom.append(f)
@@ -124,6 +88,7 @@ def scan_inputs(path: str | Path) -> tuple[list[Source], list[Skipped]]:
             sources.append(Source(f, (f,), kind, _rel(f, root)))
     series, skipped = _group_series(dicom, root, taken={s.rel for s in sources})
     sources.extend(series)
+    skipped = links + skipped
     if not sources and not skipped:
         raise InputNotFoundError(
             f"{root}: no readable images found (DICOM, NIfTI, PNG/TIFF/JPEG, whole-slide)"
@@ -142,43 +107,11 @@ def group_dicom_files(files: list[Path]) -> tuple[list[Source], list[Skipped]]:
     return _group_series(files, None, taken=set())
 
 
-def is_dicom_file(path: str | Path) -> bool:
-    """True when the file carries the DICOM Part 10 preamble ('DICM' at byte 128)."""
-    try:
-        with open(path, "rb") as fh:
-            head = fh.read(132)
-    except OSError:
-        return False
-    return len(head) == 132 and head[128:132] == b"DICM"
-
-
 def is_slide(path: str | Path) -> bool:
     """True for whole-slide formats: vendor suffixes, or a tiled TIFF that is larger
-    than SLIDE_MIN_EDGE on a side or holds several resolution levels."""
-    p = Path(path)
-    suffix = p.suffix.lower()
-    if suffix in SLIDE_SUFFIXES:
-        return True
-    if suffix not in (".tif", ".tiff"):
-        return False
-    import tifffile
-
-    try:
-        with tifffile.TiffFile(p) as tif:
-            page = tif.pages.first
-            if not page.is_tiled:
-                return False
-            if max(page.shape[:2]) > SLIDE_MIN_EDGE or len(tif.series[0].levels) > 1:
-                return True
-            # A generic pyramid: further tiled pages, each smaller than level 0.
-            for i in range(1, min(len(tif.pages), 4)):
-                pg = tif.pages[i]
-                if pg.is_tiled and pg.shape[0] < page.shape[0]:
-                    return True
-            return False
-    except Exception:
-        # Unreadable TIFFs are reported by the plain-image reader, which names the problem.
-        return False
+    than inputs.SLIDE_MIN_EDGE on a side or holds several resolution levels."""
+    fmt = formats.format_for(path)
+    return fmt is not None and fmt.kind == "slide"
 
 
 def output_suffix_for(source: Source) -> str:
@@ -201,18 +134,68 @@ def output_path_for(source: Source, out_root: str | Path) -> Path:
     return Path(out_root) / rel.parent / f"{stem}{output_suffix_for(source)}"
 
 
-def _walk(root: Path) -> list[Path]:
-    """Files under root, skipping hidden entries, sorted for a stable order."""
+def _walk(root: Path) -> tuple[list[Path], list[Skipped]]:
+    """(files under root in sorted order, links and folders not searched, with why).
+
+    Hidden entries (rat's own .rat-tmp-* temp outputs included) and DICOMDIR indexes are
+    left out. Symlinked folders are followed (their files keep the link's path, so the
+    output mirrors it), and every real folder is searched once: a link to a folder inside
+    `root` (searched under its own name), a second link to a folder searched already and
+    a link loop are each skipped with a note, as are broken links and unreadable folders.
+    """
     out: list[Path] = []
-    for p in sorted(root.rglob("*")):
-        rel_parts = p.relative_to(root).parts
-        if any(part.startswith(".") for part in rel_parts):
-            continue  # hidden, rat's own .rat-tmp-* temp outputs included
-        if p.is_file() and p.name.upper() != "DICOMDIR":  # the index of a DICOM medium
-            out.append(p)
+    skipped: list[Skipped] = []
+    inside = root.resolve()
+    searched: dict[tuple[int, int], Path] = {}
+
+    def visit(folder: Path) -> None:
+        searched[_folder_key(folder)] = folder
+        try:
+            entries = sorted(folder.iterdir())
+        except OSError as exc:
+            skipped.append(Skipped(folder, f"folder cannot be searched ({exc.strerror})"))
+            return
+        for p in entries:
+            if p.name.startswith("."):
+                continue
+            if p.is_dir():
+                why = _not_followed(p, inside, searched) if p.is_symlink() else None
+                first = searched.get(_folder_key(p))
+                if why is None and first is not None:  # a real folder reached via a link
+                    why = f"the folder {first}, searched already"
+                if why is not None:
+                    skipped.append(Skipped(p, why))
+                else:
+                    visit(p)
+            elif p.is_file():
+                if p.name.upper() != "DICOMDIR":  # the index of a DICOM medium
+                    out.append(p)
+            elif p.is_symlink():
+                skipped.append(Skipped(p, "a broken symbolic link"))
+
+    visit(root)
     # A .vms slide index lists JPEG files beside it; they are part of the slide.
     vms_dirs = {p.parent for p in out if p.suffix.lower() == ".vms"}
-    return [p for p in out if not (p.parent in vms_dirs and p.suffix.lower() in (".jpg", ".jpeg"))]
+    files = [p for p in out if not (p.parent in vms_dirs and p.suffix.lower() in (".jpg", ".jpeg"))]
+    return files, skipped
+
+
+def _not_followed(link: Path, inside: Path, searched: dict[tuple[int, int], Path]
+                  ) -> str | None:
+    """Why the symlinked folder `link` is not searched, or None to follow it."""
+    target = link.resolve()
+    if target == inside or inside in target.parents:
+        return f"a link to {target}, inside the input folder and searched there"
+    first = searched.get(_folder_key(target))
+    if first is not None:
+        return (f"a link to {target}, searched already as {first} (a link loop or a "
+                "second link to it)")
+    return None
+
+
+def _folder_key(folder: Path) -> tuple[int, int]:
+    info = folder.stat()
+    return info.st_dev, info.st_ino
 
 
 def _kind_of(p: Path) -> str | None:

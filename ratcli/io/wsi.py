@@ -184,9 +184,9 @@ def _mpp(props) -> tuple[float, float] | None:
 
 
 def _is_slide(path: Path) -> bool:
-    from ratcli.io.sources import is_slide
+    from ratcli.io.inputs import is_tiled_pyramid
 
-    return is_slide(path)
+    return is_tiled_pyramid(path)
 
 
 # This format's entry in the table of formats (ratcli.io.formats).

@@ -25,6 +25,7 @@ from ratcli.io import (
     read,
     write,
 )
+from ratcli.io.formats import all_formats, file_outputs
 from ratcli.regions.base import Partitioner
 from ratcli.regions.overlay import overlay_montage
 from ratcli.tasks import TASKS, task_for_modality
@@ -101,8 +102,10 @@ def regions_many(
         return (Path(overlay) if count == 1
                 else Path(overlay) / source.rel.parent / f"{source.rel.name}.png",)
 
-    rule = OutputRule(file_suffixes={"dicom": (".nii", ".nii.gz"), "nifti": (".nii", ".nii.gz"),
-                                     "image": LABEL_SUFFIXES, "slide": (".tif", ".tiff")},
+    # a label map file: what each kind is written as, by writers of any image (DICOM ->
+    # NIfTI, slide -> TIFF); a 2D image's map may take any such writer's suffix
+    rule = OutputRule(file_suffixes={**{f.kind: file_outputs(f.kind, any_image=True)
+                                        for f in all_formats()}, "image": LABEL_SUFFIXES},
                       folder_path=_label_path, extras=overlays, series_into_folder=False)
     plan = plan_batch(inputs, output, rule, overwrite=overwrite, raise_errors=raise_errors)
 
@@ -123,11 +126,12 @@ def regions_many(
 
 
 def _label_path(source: Source, root: str | Path) -> Path:
-    """Where `source`'s label map goes under `root`: the mirrored output path, NIfTI
-    for DICOM, else the input's own output suffix."""
+    """Where `source`'s label map goes under `root`: the mirrored output path when its
+    suffix takes a label map, else (a DICOM file or series folder, whose writer takes
+    only DICOM images) one compressed NIfTI volume beside it."""
     mirrored = output_path_for(source, root)
     own = output_suffix_for(source)
-    if source.kind != "dicom":
+    if own and own in file_outputs(source.kind, any_image=True):
         return mirrored
     return mirrored.with_name(mirrored.name[: len(mirrored.name) - len(own)] + ".nii.gz")
 
