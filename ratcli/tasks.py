@@ -59,6 +59,9 @@ class TaskSpec:
     to [0, 1] for Norm.HU; percentile: top percentile for Norm.ROBUST; tile, overlap:
     default tile edge (input pixels) and the fraction of it shared with neighbours;
     nonnegative: outputs clamped at 0 in the input's units (activity).
+    padding_below: values below this are padding outside the field of view when they
+    fill a border region (ratcli.io.padding; CT: -1024 HU), None: only by DICOM tags;
+    padding_fill: what the network sees at padding pixels (CT: air, -1000 HU).
     """
 
     name: str
@@ -74,6 +77,8 @@ class TaskSpec:
     overlap: float = 0.25
     nonnegative: bool = False
     guard: str = ""
+    padding_below: float | None = None
+    padding_fill: float = 0.0
 
     def __post_init__(self) -> None:
         # Strings are accepted (tests, configs) and checked here, so a typo fails at once.
@@ -144,8 +149,10 @@ TASKS: dict[str, TaskSpec] = {
     for t in (
         # HU window covers air (-1024) to dense bone/contrast; outside values still pass
         # through linearly (no clipping), the window only sets the model's scale.
+        # Below -1024 HU is not attenuation: a border region of one such value is the
+        # scanner's padding outside the field of view; the network sees air there.
         TaskSpec("ct", "denoise", 1, 1, "rat-ct", Norm.HU, Modality.CT,
-                 window=(-1024.0, 3072.0)),
+                 window=(-1024.0, 3072.0), padding_below=-1024.0, padding_fill=-1000.0),
         # Activity concentration cannot be negative: the output rule clamps at 0; the
         # activity guard puts back hot (and cold) spots the network flattened.
         TaskSpec("pet", "denoise", 1, 1, "rat-pet", Norm.ROBUST, Modality.PT,

@@ -10,6 +10,9 @@ shares forward passes. A wave holds at most
 `MAX_WAVE_SLICES` slices and `MAX_WAVE_BYTES` of output accumulators, so memory does not
 grow with the volume. The tiles are then blended and cropped back per slice, and the
 task's output guard (guards.py) checks the whole restored volume against the input.
+Padding outside the field of view (ratcli.io.padding) reaches neither the network nor the
+partitioner: they see the task's fill (CT: air) there, and the output keeps the input's
+padding pixels exactly.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from ratcli.inference.device import (
 from ratcli.inference.guards import apply_guard
 from ratcli.inference.tiling import TileGrid
 from ratcli.io.image import Image
+from ratcli.io.padding import find_padding
 from ratcli.models.rat import pad_to_multiple
 from ratcli.options import check_tiling
 from ratcli.regions.base import Partitioner
@@ -117,11 +121,15 @@ class Restorer:
 
         Returns a derived Image: same domain and dtype, in-plane size and spacing changed
         by the task's scale, pixels denormalised to the input's units (HU, activity,
-        uint8 RGB).
+        uint8 RGB); padding pixels (ratcli.io.padding) are the input's own.
         """
         self._check(image)
-        params = self.task.norm_params(image.array)
-        norm = self.task.normalize(image.array, params)  # (Z, Y, X[, 3]) float32
+        padding = find_padding(image, self.task)
+        # the network's view: the task's fill (CT: air) at the padding pixels
+        view = image.array if padding is None else padding.filled(image.array)
+        params = self.task.norm_params(view)
+        norm = self.task.normalize(view, params)  # (Z, Y, X[, 3]) float32
+        del view  # one volume less held while the model runs; rebuilt for the guard
         Z = image.num_slices
         self._done = 0
         slices: list[np.ndarray] = []
@@ -148,8 +156,11 @@ class Restorer:
             out = out.permute(0, 2, 3, 1) if norm.ndim == 4 else out[:, 0]
             slices.extend(out.numpy())
         out = self.task.denormalize(np.stack(slices), params)
-        if self.guard:
-            out = apply_guard(self.task.guard, image.array, out, self.scale)
+        if self.guard and self.task.guard:
+            low = image.array if padding is None else padding.filled(image.array)
+            out = apply_guard(self.task.guard, low, out, self.scale)
+        if padding is not None:
+            out = padding.put_back(out, image.array)
         return image.derived(out, scale=self.scale)
 
     # -- private steps, in call order --------------------------------------------------

@@ -14,7 +14,9 @@ Endian) in the source's stored type.
 Stored values: PET (whose IOD requires RescaleIntercept 0) gets a fresh per-frame
 RescaleSlope that spans the stored range; other modalities keep their source
 rescale (CT stays in integer HU steps). Values outside the representable range are
-clipped. Colour is written as 8-bit RGB.
+clipped. Colour is written as 8-bit RGB. PixelPaddingValue / PixelPaddingRangeLimit are
+kept on the source grid (the restorer gives back the padding pixels unchanged,
+ratcli.io.padding), in the output's stored values where the rescale is new.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from ratcli.io.dicom_iod import (
     name_rat,
 )
 from ratcli.io.image import Image
+from ratcli.io.padding import PADDING_TAGS, restate_padding
 from ratcli.io.provenance import describe_provenance
 
 __all__ = ["write_dicom"]
@@ -45,8 +48,6 @@ _DROP = (
     "LargestImagePixelValue",
     "SmallestPixelValueInSeries",
     "LargestPixelValueInSeries",
-    "PixelPaddingValue",
-    "PixelPaddingRangeLimit",
     "IconImageSequence",
     "DataSetTrailingPadding",
 )
@@ -148,6 +149,7 @@ class _Deriver:
             slope, intercept = _set_rescale_everywhere(ds, *_fit_rescale(values, hi, src))
         else:
             slope, intercept = rescale_of(src, 0)
+        restate_padding(ds, src, (slope, intercept), (lo, hi))
         _set_pixels(ds, _quantise(values, lo, hi, slope, intercept, dtype), rgb=False)
         return ds
 
@@ -169,6 +171,7 @@ class _Deriver:
         if _refit(src):
             slope, intercept = _fit_rescale(values, hi, src)
             slope, intercept = _set_rescale_everywhere(ds, slope, intercept)
+            restate_padding(ds, src, (slope, intercept), (lo, hi))
             frames = [_quantise(v, lo, hi, slope, intercept, dtype) for v in values]
         else:
             frames = [
@@ -185,7 +188,9 @@ class _Deriver:
         ds = copy.deepcopy(src)
         if getattr(src, "original_encoding", (None, True))[1] is False:
             binary_values_to_little_endian(ds)
-        for kw in _DROP:
+        # padding tags name stored values: they hold only on the source's grid
+        drop = _DROP if self.same_grid and not self.image.is_rgb else (*_DROP, *PADDING_TAGS)
+        for kw in drop:
             if kw in ds:
                 delattr(ds, kw)
         ds.SOPInstanceUID = generate_uid()

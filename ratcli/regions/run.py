@@ -26,6 +26,7 @@ from ratcli.io import (
     write,
 )
 from ratcli.io.formats import all_formats, file_outputs
+from ratcli.io.padding import find_padding
 from ratcli.regions.base import Partitioner
 from ratcli.regions.overlay import overlay_montage
 from ratcli.tasks import TASKS, task_for_modality
@@ -60,6 +61,8 @@ def label_image(
     array = image.array
     spec = task_for_modality(image.modality) if task == "auto" else TASKS.get(task)
     if spec is not None and not image.is_rgb:
+        padding = find_padding(image, spec)  # the fill (CT: air) there, as inference sees
+        array = array if padding is None else padding.filled(array)
         array = spec.normalize(array, spec.norm_params(array))
     if max(image.size_yx) <= tile:
         return partitioner.partition_volume(array)
