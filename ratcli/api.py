@@ -13,22 +13,34 @@ missing or unusable weights) raise.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from enum import StrEnum
 from pathlib import Path
 
-from ratcli.batch import Job, OnStart, OutputRule, Result, plan_batch, run_batch, set_threads
+from ratcli.batch import (
+    Job,
+    OnStart,
+    OutputRule,
+    Plan,
+    Result,
+    plan_batch,
+    run_batch,
+    set_threads,
+)
 from ratcli.errors import InputFormatError, TaskMismatchError, UsageError
 from ratcli.inference import Restorer, resolve_device
 from ratcli.inference.restorer import ProgressFn
 from ratcli.io import Image, Source, check_geometry_fits, read, streams, write
 from ratcli.io.formats import all_formats, file_outputs
+from ratcli.joblog import JobLog
 from ratcli.options import check_tiling
 from ratcli.regions import Partitioner, make_partitioner
+from ratcli.shard import Shard
 from ratcli.tasks import TASKS, TaskSpec, get_task, task_for_modality, task_from_values
 
 __all__ = ["Mode", "RestoreResult", "Session", "restore_many", "restore_path", "restore"]
+
 
 class Mode(StrEnum):
     """The command: denoise (scale 1) or sr (scale 2 or 4)."""
@@ -55,8 +67,8 @@ class Session:
     to it); threads: CPU threads for torch (None: OMP_NUM_THREADS, else every CPU);
     max_pixels: the largest image io.read decodes (None: RAT_MAX_PIXELS, else
     io.checks.DEFAULT_MAX_PIXELS; 0: no limit); raw: skip the task's output guard
-    (ratcli.inference.guards) and keep the network's output as is; the rest go to
-    `Restorer`.
+    (ratcli.inference.guards) and keep the network's output as is; local_rank: the
+    GPU under torchrun (LOCAL_RANK) for device auto or cuda; the rest go to `Restorer`.
     """
 
     def __init__(
@@ -77,11 +89,13 @@ class Session:
         threads: int | None = None,
         raw: bool = False,
         on_tiles: ProgressFn | None = None,
+        local_rank: int | None = None,
     ) -> None:
         self.mode = Mode(mode)
         self.scale = scale
         self.weights = weights
-        self.device = resolve_device(device)  # UsageError now, not per input
+        # UsageError now, not per input
+        self.device = resolve_device(device, local_rank=local_rank)
         check_tiling(tile, overlap, batch_size)
         if self.mode is Mode.SR and scale not in (None, 2, 4):
             raise UsageError(f"--scale {scale}: must be 2 or 4")
@@ -197,6 +211,10 @@ def restore_many(
     overwrite: bool = False,
     raise_errors: bool = False,
     on_start: OnStart | None = None,
+    shard: Shard | None = None,
+    skip_existing: bool = False,
+    log: str | Path | None = None,
+    on_plan: Callable[[Plan], None] | None = None,
     **session_options,
 ) -> Iterator[RestoreResult]:
     """Restore every input below `inputs` into `output`; one RestoreResult per input.
@@ -210,6 +228,12 @@ def restore_many(
     raise_errors: re-raise a per-input failure instead of recording it (--debug).
     on_start: called with (source, output path, index from 1, number of inputs) before
         each input.
+    shard: restore only this share of the planned inputs (ratcli.shard); under torchrun
+        its local_rank picks the GPU for device auto or cuda.
+    skip_existing: inputs whose outputs are complete are not restored ("exists").
+    log: append each record, with shard, host and device, to this JSON-lines file
+        (ratcli.joblog; `{shard}` in it: the shard's number).
+    on_plan: called with the plan (plan.share: this shard's part) before the first input.
     session_options: keyword arguments of `Session` (mode, task, scale, weights, ...).
     Objects that are not restorable images of the task (localizers, dose reports,
     screenshots, other modalities) give a "skipped" record with the reason in `note`.
@@ -217,16 +241,24 @@ def restore_many(
     asked), OutputExistsError, OutputNotWritableError, WeightsNotFoundError,
     CheckpointError.
     """
+    if shard is not None and shard.local_rank is not None:
+        session_options.setdefault("local_rank", shard.local_rank)
     session = Session(**session_options)
     plan = plan_batch(inputs, output, _output_rule(), overwrite=overwrite,
-                      skip=session.skip_reason, raise_errors=raise_errors)
+                      skip=session.skip_reason, raise_errors=raise_errors, shard=shard,
+                      skip_existing=skip_existing)
+    joblog = None if log is None else JobLog(log, shard=shard, device=str(session.device),
+                                             command=session.mode.value)
+    if on_plan is not None:
+        on_plan(plan)
 
     def work(job: Job, info: dict) -> None:
         task, note = _restore_source(session, job.source, job.output, overwrite=overwrite)
         info.update(task=task.name, note=note)
 
-    yield from run_batch(plan, work, result_type=RestoreResult, raise_errors=raise_errors,
-                         on_start=on_start)
+    results = run_batch(plan, work, result_type=RestoreResult, raise_errors=raise_errors,
+                        on_start=on_start)
+    yield from results if joblog is None else joblog.record(results)
 
 
 def restore_path(input: str | Path, output: str | Path, *, overwrite: bool = False,

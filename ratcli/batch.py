@@ -40,6 +40,7 @@ from ratcli.errors import (
 )
 from ratcli.io.atomic import check_not_input, check_output_name
 from ratcli.io.sources import Source, group_dicom_files, output_path_for, scan_inputs
+from ratcli.shard import Shard, Share, select_jobs
 
 __all__ = ["Result", "Job", "OutputRule", "Plan", "OnStart", "plan_batch", "run_batch",
            "RUN_WIDE", "set_threads"]
@@ -56,9 +57,9 @@ class Result:
     """One input's outcome.
 
     input, output: paths (output None when none was planned); status: "ok", "error"
-    (error: the one-line message) or "skipped" (note: why, e.g. a localizer image);
-    seconds: wall time; note: anything else the user should read (e.g. the task
-    `--task auto` picked).
+    (error: the one-line message), "skipped" (note: why, e.g. a localizer image) or
+    "exists" (skip_existing kept a complete output); seconds: wall time; note: anything
+    else the user should read (e.g. the task `--task auto` picked).
     """
 
     input: str
@@ -105,6 +106,7 @@ class Plan:
 
     jobs: list[Job] = field(default_factory=list)
     records: list[Result] = field(default_factory=list)
+    share: Share | None = None  # this shard's part (ratcli.shard), or what skip_existing kept
 
 
 def plan_batch(
@@ -115,11 +117,15 @@ def plan_batch(
     overwrite: bool = False,
     skip: Callable[[Source], str | None] | None = None,
     raise_errors: bool = False,
+    shard: Shard | None = None,
+    skip_existing: bool = False,
 ) -> Plan:
     """Find, skip, name and check everything; see the module docstring.
 
     skip: a command's own reason to skip a source (e.g. a PET series for --task ct).
     raise_errors: re-raise a missing or unreadable input instead of recording it.
+    shard, skip_existing: run this shard's share, jobs whose outputs are complete become
+        "exists" records (see ratcli.shard; existing outputs are refused in the share only).
     Raises UsageError (no inputs, an output form that cannot hold the input, two inputs
     with one output, a name too long, an output inside an input), OutputExistsError
     (outputs exist and not `overwrite`), OutputNotWritableError.
@@ -150,7 +156,13 @@ def plan_batch(
         else:
             target = rule.folder_path(src, out)
         plan.jobs.append(Job(src, target, rule.extras(src, target, len(kept))))
-    _check_outputs(plan.jobs, args, overwrite=overwrite)
+    every = plan.jobs
+    if shard is not None or skip_existing:
+        plan.jobs, done, plan.share = select_jobs(every, out, shard=shard,
+                                                  skip_existing=skip_existing)
+        plan.records = plan.records if shard is None or shard.index == 0 else []
+        plan.records += [Result(str(j.source.path), str(j.output), "exists", 0.0) for j in done]
+    _check_outputs(every, args, overwrite=overwrite, mine={id(j) for j in plan.jobs})
     return plan
 
 
@@ -280,9 +292,11 @@ def _check_form(src: Source, out: Path, rule: OutputRule) -> None:
                          f"use {forms}" + (" or a folder" if src.kind == "dicom" else ""))
 
 
-def _check_outputs(jobs: list[Job], args: list[Path], *, overwrite: bool) -> None:
+def _check_outputs(jobs: list[Job], args: list[Path], *, overwrite: bool, mine: set[int]
+                   ) -> None:
     """Every output path: not too long, not shared, not an input or inside an input
-    folder, not existing unless overwrite, in a folder rat can create and write.
+    folder, not existing unless overwrite (jobs whose id is in `mine`), in a folder rat
+    can create and write.
 
     Only a folder given as an input makes its subtree off-limits; files named one by one
     (a series grouped from its files included) make only themselves off-limits, so
@@ -302,7 +316,7 @@ def _check_outputs(jobs: list[Job], args: list[Path], *, overwrite: bool) -> Non
             if key in input_files:
                 raise UsageError(f"{path}: output would overwrite an input")
             check_not_input(path, [*folders, *job.source.files])
-            if _exists(path):
+            if id(job) in mine and _exists(path):
                 existing.append(path)
             folder = _existing_ancestor(path.parent)
             if folder not in writable:

@@ -1,7 +1,8 @@
 """Command-line interface. Each module registers its commands on `app`."""
 
 from ratcli.cli import (
-    info,  # noqa: F401  (registers commands)
+    cluster,  # noqa: F401  (registers commands)
+    info,  # noqa: F401
     regions,  # noqa: F401
     restore,  # noqa: F401
     train,  # noqa: F401

@@ -22,6 +22,13 @@ from ratcli.cli.app import (
     state,
     warn,
 )
+from ratcli.cli.cluster import (
+    cluster_options,
+    log_option,
+    shard_option,
+    share_printer,
+    skip_existing_option,
+)
 from ratcli.cli.restore import library_limits, missing_inputs
 
 
@@ -55,6 +62,9 @@ def regions(
     threads: int | None = typer.Option(None, "--threads", help="CPU threads (default: "
                                        "OMP_NUM_THREADS when set, else every core)."),
     overwrite: bool = flag("--overwrite", "Replace existing outputs."),
+    shard: str | None = shard_option(),
+    skip_existing: bool = skip_existing_option(),
+    log: Path | None = log_option(),
     as_json: bool = json_option("One JSON line per input on stdout."),
     quiet: bool = quiet_option(),
 ) -> None:
@@ -66,12 +76,18 @@ def regions(
     failed = 0
     with guard():
         extra = library_limits(max_pixels, threads)
+        cluster = cluster_options(shard, skip_existing, log)
         if not any(p.exists() or p.is_symlink() for p in inputs):
             missing_inputs(inputs, as_json=as_json)
         state.activity = "loading the partitioner"
         from ratcli.regions import make_partitioner
         from ratcli.regions.run import regions_many
 
+        local_rank = cluster["shard"].local_rank if cluster["shard"] is not None else None
+        if local_rank is not None and device in (DeviceChoice.AUTO, DeviceChoice.CUDA):
+            from ratcli.inference.device import resolve_device
+
+            settings["device"] = str(resolve_device(device.value, local_rank=local_rank))
         partitioner = make_partitioner(method, sam_checkpoint=sam_checkpoint,
                                        cache=not no_cache, **settings)
         if partitioner.fallback and not quiet:
@@ -91,7 +107,8 @@ def regions(
             for result in regions_many(inputs, output, partitioner=partitioner,
                                        overlay=overlay, task=task, tile=tile,
                                        overwrite=overwrite, raise_errors=state.debug,
-                                       on_start=on_start, **extra):
+                                       on_start=on_start, on_plan=share_printer(quiet),
+                                       **cluster, **extra):
                 if result.status == "error":
                     failed += 1
                     error_line(str(result.error))

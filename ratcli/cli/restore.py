@@ -35,6 +35,13 @@ from ratcli.cli.app import (
     state,
     warn,
 )
+from ratcli.cli.cluster import (
+    cluster_options,
+    log_option,
+    shard_option,
+    share_printer,
+    skip_existing_option,
+)
 from ratcli.errors import UsageError
 
 __all__ = ["denoise", "sr"]
@@ -88,7 +95,7 @@ _RAW = flag("--raw", "Write the network's output as is, without the task's outpu
             "(PET: hot and cold spots the network flattened are put back; SR: output "
             "clamped to the input's local range).")
 _JSON = json_option("One JSON line per input on stdout: input, output, status (ok, error, "
-                    "skipped), seconds, task, note, error.")
+                    "skipped, exists), seconds, task, note, error.")
 _TASK_HELP = ("Task; auto = from the weights, else the DICOM Modality (CT -> ct, PT -> "
               "pet), else the values when they say it plainly (HU -> ct, activity -> pet).")
 
@@ -109,6 +116,9 @@ def denoise(
     max_pixels: int | None = _MAX_PIXELS,
     threads: int | None = _THREADS,
     overwrite: bool = _OVERWRITE,
+    shard: str | None = shard_option(),
+    skip_existing: bool = skip_existing_option(),
+    log: Path | None = log_option(),
     raw: bool = _RAW,
     as_json: bool = _JSON,
     quiet: bool = quiet_option(),
@@ -117,7 +127,8 @@ def denoise(
     _run(inputs, output, as_json=as_json, quiet=quiet, overwrite=overwrite, mode="denoise",
          task=task.value, weights=weights, device=device.value, tile=tile, overlap=overlap,
          batch_size=batch_size, regions=regions, sam_checkpoint=sam_checkpoint,
-         no_cache=no_cache, max_pixels=max_pixels, threads=threads, raw=raw)
+         no_cache=no_cache, max_pixels=max_pixels, threads=threads, raw=raw,
+         shard=shard, skip_existing=skip_existing, log=log)
 
 
 @app.command(epilog=_RULES)
@@ -138,6 +149,9 @@ def sr(
     max_pixels: int | None = _MAX_PIXELS,
     threads: int | None = _THREADS,
     overwrite: bool = _OVERWRITE,
+    shard: str | None = shard_option(),
+    skip_existing: bool = skip_existing_option(),
+    log: Path | None = log_option(),
     raw: bool = _RAW,
     as_json: bool = _JSON,
     quiet: bool = quiet_option(),
@@ -147,7 +161,7 @@ def sr(
          scale=int(scale.value), task=task.value, weights=weights, device=device.value,
          tile=tile, overlap=overlap, batch_size=batch_size, regions=regions,
          sam_checkpoint=sam_checkpoint, no_cache=no_cache, max_pixels=max_pixels,
-         threads=threads, raw=raw)
+         threads=threads, raw=raw, shard=shard, skip_existing=skip_existing, log=log)
 
 
 def library_limits(max_pixels: int | None, threads: int | None) -> dict[str, int]:
@@ -174,6 +188,8 @@ def _run(inputs: list[str], output: Path, *, as_json: bool, quiet: bool, overwri
         logging.getLogger("tifffile").setLevel(logging.ERROR)
     with guard():
         extra = library_limits(max_pixels, threads)
+        cluster = cluster_options(options.pop("shard"), options.pop("skip_existing"),
+                                  options.pop("log"))
         _check_options(options)
         paths = _expand_stdin(inputs)
         if not any(os.path.lexists(p) for p in paths):
@@ -213,7 +229,7 @@ def _run(inputs: list[str], output: Path, *, as_json: bool, quiet: bool, overwri
             results = restore_many(
                 paths, output, overwrite=overwrite, raise_errors=state.debug,
                 partitioner=partitioner, on_start=on_start, on_tiles=on_tiles,
-                **extra, **options,
+                on_plan=share_printer(quiet), **cluster, **extra, **options,
             )
             for result in results:
                 failed += result.status == "error"

@@ -33,9 +33,21 @@ class Precision(StrEnum):
     BF16 = "bf16"
 
 
-def resolve_device(choice: str | DeviceChoice = DeviceChoice.AUTO) -> torch.device:
+def resolve_device(choice: str | DeviceChoice = DeviceChoice.AUTO, *,
+                   local_rank: int | None = None) -> torch.device:
     """auto -> cuda if present, else mps, else cpu. An explicit device that is not
-    available raises UsageError (so the CLI exits 2 with one line)."""
+    available raises UsageError (so the CLI exits 2 with one line).
+
+    local_rank: this process's rank on its node (torchrun's LOCAL_RANK): a CUDA device
+    is then cuda:local_rank (modulo the GPUs visible), one GPU per process."""
+    device = _resolve(choice)
+    if device.type == "cuda" and local_rank is not None:
+        device = torch.device("cuda", local_rank % max(1, torch.cuda.device_count()))
+        torch.cuda.set_device(device)  # for code that asks for plain "cuda"
+    return device
+
+
+def _resolve(choice: str | DeviceChoice) -> torch.device:
     try:
         choice = DeviceChoice(choice)
     except ValueError:

@@ -6,13 +6,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from ratcli.batch import Job, OnStart, OutputRule, Result, plan_batch, run_batch, set_threads
+from ratcli.batch import (
+    Job,
+    OnStart,
+    OutputRule,
+    Plan,
+    Result,
+    plan_batch,
+    run_batch,
+    set_threads,
+)
 from ratcli.errors import UsageError
 from ratcli.io import (
     Domain,
@@ -27,8 +36,10 @@ from ratcli.io import (
 )
 from ratcli.io.formats import all_formats, file_outputs
 from ratcli.io.padding import find_padding
+from ratcli.joblog import JobLog
 from ratcli.regions.base import Partitioner
 from ratcli.regions.overlay import overlay_montage
+from ratcli.shard import Shard
 from ratcli.tasks import TASKS, task_for_modality
 
 __all__ = ["RegionsResult", "regions_many", "LABEL_SUFFIXES"]
@@ -82,6 +93,10 @@ def regions_many(
     on_start: OnStart | None = None,
     max_pixels: int | None = None,
     threads: int | None = None,
+    shard: Shard | None = None,
+    skip_existing: bool = False,
+    log: str | Path | None = None,
+    on_plan: Callable[[Plan], None] | None = None,
 ) -> Iterator[RegionsResult]:
     """Write a label map for every input below `inputs`; one RegionsResult per input.
 
@@ -90,7 +105,8 @@ def regions_many(
         label file itself when it has one of LABEL_SUFFIXES (naming as ratcli.batch).
     overlay: a PNG of region boundaries over the image (volumes: up to 9 slices side by
         side); a file for a single input, else a folder of `<name>.png`.
-    on_start, max_pixels, threads: as for ratcli.api.restore_many.
+    on_start, max_pixels, threads, shard, skip_existing, log, on_plan: as for
+        ratcli.api.restore_many.
     All outputs are planned and checked before any work (ratcli.batch); problems with
     one input are recorded in its result (raise_errors re-raises them).
     """
@@ -110,7 +126,12 @@ def regions_many(
     rule = OutputRule(file_suffixes={**{f.kind: file_outputs(f.kind, any_image=True)
                                         for f in all_formats()}, "image": LABEL_SUFFIXES},
                       folder_path=_label_path, extras=overlays, series_into_folder=False)
-    plan = plan_batch(inputs, output, rule, overwrite=overwrite, raise_errors=raise_errors)
+    plan = plan_batch(inputs, output, rule, overwrite=overwrite, raise_errors=raise_errors,
+                      shard=shard, skip_existing=skip_existing)
+    joblog = None if log is None else JobLog(
+        log, shard=shard, device=str(getattr(partitioner, "device", "cpu")), command="regions")
+    if on_plan is not None:
+        on_plan(plan)
 
     def work(job: Job, info: dict) -> None:
         image = read(job.source, max_pixels=max_pixels)
@@ -124,8 +145,9 @@ def regions_many(
         counts = [len(np.unique(s)) for s in labels]
         info["regions"] = (min(counts), int(np.median(counts)), max(counts))
 
-    yield from run_batch(plan, work, result_type=RegionsResult, raise_errors=raise_errors,
-                         on_start=on_start)
+    results = run_batch(plan, work, result_type=RegionsResult, raise_errors=raise_errors,
+                        on_start=on_start)
+    yield from results if joblog is None else joblog.record(results)
 
 
 def _label_path(source: Source, root: str | Path) -> Path:
