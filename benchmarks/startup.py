@@ -26,6 +26,9 @@ COMMANDS = {
                                              "--device", "gpu"],
     "rat denoise missing.nii.gz (bad input)": ["-m", "ratcli", "denoise", "missing.nii.gz",
                                                "-o", "out"],
+    # sniffed by the format table (numpy, no torch)
+    "rat denoise notes.txt (unsupported input)": ["-m", "ratcli", "denoise", "notes.txt",
+                                                  "-o", "x.dcm"],
 }
 
 
@@ -35,6 +38,8 @@ def main() -> None:
     args = parser.parse_args()
     best = {name: float("inf") for name in COMMANDS}
     with tempfile.TemporaryDirectory() as cwd:
+        with open(f"{cwd}/notes.txt", "w") as fh:
+            fh.write("not an image\n")
         for _ in range(args.repeat):
             for name, argv in COMMANDS.items():
                 t0 = time.perf_counter()

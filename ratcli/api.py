@@ -32,6 +32,7 @@ from ratcli.errors import InputFormatError, TaskMismatchError, UsageError
 from ratcli.inference import Restorer, resolve_device
 from ratcli.inference.restorer import ProgressFn
 from ratcli.io import Image, Source, check_geometry_fits, read, streams, write
+from ratcli.io.checks import max_pixels_limit
 from ratcli.io.formats import all_formats, file_outputs
 from ratcli.joblog import JobLog
 from ratcli.options import check_tiling
@@ -97,6 +98,7 @@ class Session:
         # UsageError now, not per input
         self.device = resolve_device(device, local_rank=local_rank)
         check_tiling(tile, overlap, batch_size)
+        max_pixels_limit(max_pixels)  # a negative or malformed limit: now, not per input
         if self.mode is Mode.SR and scale not in (None, 2, 4):
             raise UsageError(f"--scale {scale}: must be 2 or 4")
         self.tile, self.overlap, self.batch_size = tile, overlap, batch_size

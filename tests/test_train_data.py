@@ -41,11 +41,16 @@ def test_paired_folders_match_by_relative_path(tmp_path):
 def test_paired_folders_report_missing_and_mismatched_files(tmp_path):
     _nifti(tmp_path / "full" / "a.nii.gz", np.zeros((2, 32, 32)))
     _nifti(tmp_path / "low" / "b.nii.gz", np.zeros((2, 32, 32)))
-    with pytest.raises(InputNotFoundError, match="a.nii.gz"):
+    # every unpaired file is named, on either side
+    with pytest.raises(InputNotFoundError, match=r"2 unpaired file\(s\): low/b.nii.gz .*"
+                                                 r"full/a.nii.gz \(no low/a.nii.gz\)"):
         load_pairs(parse_data_spec(tmp_path), get_task("ct"), degradation=None)
     _nifti(tmp_path / "low" / "a.nii.gz", np.zeros((2, 32, 30)))
+    notes: list[str] = []
     with pytest.raises(GeometryMismatchError, match="full/a.nii.gz"):
-        load_pairs(parse_data_spec(tmp_path), get_task("ct"), degradation=None)
+        load_pairs(parse_data_spec(tmp_path), get_task("ct"), degradation=None,
+                   allow_unpaired=True, on_note=notes.append)  # b left out, with a note
+    assert notes and "low/b.nii.gz (no full/b.nii.gz)" in notes[0]
 
 
 def test_single_quality_folder_is_degraded_reproducibly_at_its_pixel_size(tmp_path):

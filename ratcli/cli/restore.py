@@ -168,9 +168,11 @@ def library_limits(max_pixels: int | None, threads: int | None) -> dict[str, int
     """`max_pixels=` / `threads=` keywords for the library, only those given (checked
     here, so a bad value is a usage error before torch is imported)."""
     extra: dict[str, int] = {}
+    if max_pixels is not None or os.environ.get("RAT_MAX_PIXELS", "").strip():
+        from ratcli.io.checks import max_pixels_limit  # the one rule for both; no torch
+
+        max_pixels_limit(max_pixels)
     if max_pixels is not None:
-        if max_pixels < 0:
-            raise UsageError(f"--max-pixels {max_pixels}: must be a pixel count (0 = no limit)")
         extra["max_pixels"] = max_pixels
     if threads is not None:
         if threads < 1:
@@ -200,6 +202,7 @@ def _run(inputs: list[str], output: Path, *, as_json: bool, quiet: bool, overwri
         for ref in (options.get("weights"), sam_checkpoint):
             if ref is not None:
                 resolve_weights(ref)
+        refuse_unusable(paths, as_json=as_json)  # no torch for notes.txt either
         state.activity = "loading the model"
         from ratcli.api import restore_many  # torch from here on
         from ratcli.regions.factory import make_partitioner
@@ -246,10 +249,25 @@ def _check_options(options: dict[str, Any]) -> None:
     check_tiling(options["tile"], options["overlap"], options["batch_size"])
 
 
-def missing_inputs(paths: list[str] | list[Path], *, as_json: bool) -> None:
-    """Every input is missing: one error (and JSON record) each, exit 1."""
-    for p in paths:
-        message = f"{p}: no such file or folder"
+def refuse_unusable(paths: list[str] | list[Path], *, as_json: bool) -> None:
+    """Exit 1 with one error (and JSON record) per input when none can be restored: each
+    is missing, or a file of no supported format (sniffed as the batch would, by the
+    format table, without torch: `rat denoise notes.txt` answers at once); else return."""
+    if any(os.path.lexists(p) for p in paths):
+        from ratcli.io.sources import input_problem  # numpy and the format table, no torch
+
+        if not all(input_problem(p) for p in paths):  # stops at the first usable input
+            return
+        missing_inputs(paths, as_json=as_json, problems=[input_problem(p) for p in paths])
+    missing_inputs(paths, as_json=as_json)
+
+
+def missing_inputs(paths: list[str] | list[Path], *, as_json: bool,
+                   problems: list[str | None] | None = None) -> None:
+    """Every input is missing (or cannot be restored: `problems`, one message per path):
+    one error (and JSON record) each, exit 1."""
+    for i, p in enumerate(paths):
+        message = (problems[i] if problems else None) or f"{p}: no such file or folder"
         error_line(message)
         if as_json:
             emit_json({"input": str(p), "output": None, "status": "error", "seconds": 0.0,

@@ -184,6 +184,9 @@ def evaluate_command(
     device: DeviceChoice = device_option(),
     figures: int = typer.Option(3, "--figures", help="Images in figure.png (0: none)."),
     overwrite: bool = flag("--overwrite", "Replace an earlier report."),
+    allow_unpaired: bool = flag("--allow-unpaired", "Paired data (low/ + full/): leave out "
+                                "files that have no partner, with a note (default: an error "
+                                "naming each)."),
     as_json: bool = json_option("Print the summary as one JSON object."),
     quiet: bool = quiet_option(),
 ) -> None:
@@ -206,11 +209,15 @@ def evaluate_command(
                 spec, weights=weights, data=data, out=folder,
                 baselines=chosen, regions=regions, sim_seed=sim_seed, device=device.value,
                 degradation=make_degradation(spec, dose=dose, photons=photons),
-                figures=figures, overwrite=overwrite,
+                figures=figures, overwrite=overwrite, allow_unpaired=allow_unpaired,
                 on_progress=lambda done, total: bar.update(tid, completed=done, total=total))
+        if not quiet:
+            for note in report.notes:
+                note_line(f"note: {note}")
         state.activity = "finishing"
     if as_json:
         emit_json({"task": report.task, "summary": report.summary,
+                   **({"notes": report.notes} if report.notes else {}),
                    **({"volume_summary": report.volume_summary} if report.volumes else {}),
                    "files": {k: str(v) for k, v in report.files.items()}})
         return

@@ -6,8 +6,8 @@ anything is decoded, and pixel data that must be as long as the header says.
 
 The limit counts voxels (Z * Y * X; colour samples are not counted). It is, in order:
 the reader's `max_pixels` keyword, the environment variable RAT_MAX_PIXELS, then
-`DEFAULT_MAX_PIXELS`. 0 (or a negative number) means no limit. Whole slides are not
-limited: they are read tile by tile.
+`DEFAULT_MAX_PIXELS`. 0 means no limit; a negative number is refused, from either place
+(`max_pixels_limit`). Whole slides are not limited: they are read tile by tile.
 """
 
 from __future__ import annotations
@@ -34,9 +34,12 @@ MAX_PIXELS_ENV = "RAT_MAX_PIXELS"
 
 def max_pixels_limit(max_pixels: int | None = None) -> int | None:
     """The limit in force: `max_pixels`, else RAT_MAX_PIXELS, else DEFAULT_MAX_PIXELS;
-    None when it is 0 or negative (no limit). UsageError for a malformed RAT_MAX_PIXELS."""
+    None when it is 0 (no limit). UsageError naming --max-pixels or RAT_MAX_PIXELS for a
+    negative or malformed value (one rule for both, so -5 never turns the limit off)."""
+    where = f"--max-pixels {max_pixels}"
     if max_pixels is None:
         raw = os.environ.get(MAX_PIXELS_ENV, "").strip()
+        where = f"{MAX_PIXELS_ENV}={raw!r}"
         if raw:
             try:
                 max_pixels = int(float(raw)) if "e" in raw.lower() else int(raw.replace("_", ""))
@@ -45,7 +48,9 @@ def max_pixels_limit(max_pixels: int | None = None) -> int | None:
                                  "(0 means no limit)") from None
         else:
             max_pixels = DEFAULT_MAX_PIXELS
-    return max_pixels if max_pixels > 0 else None
+    if max_pixels < 0:
+        raise UsageError(f"{where}: must be a pixel count (0 = no limit)")
+    return max_pixels or None
 
 
 def check_pixels(path: str | Path, shape: tuple[int, ...], max_pixels: int | None = None) -> None:

@@ -22,6 +22,7 @@ __all__ = [
     "Skipped",
     "find_inputs",
     "scan_inputs",
+    "input_problem",
     "group_dicom_files",
     "is_dicom_file",
     "is_slide",
@@ -63,16 +64,13 @@ def scan_inputs(path: str | Path) -> tuple[list[Source], list[Skipped]]:
     kind, InputFormatError for a single file of an unsupported type.
     """
     root = Path(path)
-    if not root.exists():
-        raise InputNotFoundError(f"{root}: no such file or folder")
+    problem = input_problem(root)
+    if problem is not None:
+        raise (InputFormatError if root.exists() else InputNotFoundError)(problem)
     if root.is_file():
         if is_temp_name(root):
             return [], [Skipped(root, "a temp file of an interrupted rat run")]
         kind = _kind_of(root)
-        if kind is None:
-            raise InputFormatError(
-                f"{root}: not a supported image (DICOM, NIfTI, PNG/TIFF/JPEG, whole-slide)"
-            )
         if kind == "dicom":
             return group_dicom_files([root])
         return [Source(root, (root,), kind, Path(root.name))], []
@@ -94,6 +92,18 @@ def scan_inputs(path: str | Path) -> tuple[list[Source], list[Skipped]]:
             f"{root}: no readable images found (DICOM, NIfTI, PNG/TIFF/JPEG, whole-slide)"
         )
     return sorted(sources, key=lambda s: str(s.rel)), skipped
+
+
+def input_problem(path: str | Path) -> str | None:
+    """Why `path` cannot be an input, in scan_inputs' words: it is missing, or a file of
+    no supported format (by suffix, then content: the format table's sniffers, which need
+    no torch); None otherwise (a folder is not searched here)."""
+    p = Path(path)
+    if not p.exists():
+        return f"{p}: no such file or folder"
+    if p.is_file() and not is_temp_name(p) and _kind_of(p) is None:
+        return f"{p}: not a supported image (DICOM, NIfTI, PNG/TIFF/JPEG, whole-slide)"
+    return None
 
 
 def group_dicom_files(files: list[Path]) -> tuple[list[Source], list[Skipped]]:

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -94,7 +95,11 @@ def load_tagged(path: str | Path, fmt: str, what: str) -> dict:
     if not path.is_file():
         raise CheckpointError(f"{path}: {what} file not found")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            # torch's unpickler warns (two lines) about a pickle protocol it does not
+            # expect before refusing a pickle; rat's one error line says it all
+            warnings.filterwarnings("ignore", category=UserWarning, module=r"torch\.")
+            payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for a bad file
         reason = exc.__class__.__name__
         raise CheckpointError(f"{path}: not a readable {what} ({reason})") from exc

@@ -2,7 +2,9 @@
 
 A data spec names where pairs come from:
 - `DIR` holding `low/` and `full/` folders: paired data, matched by relative path, in any
-  format `ratcli.io` reads (DICOM series, NIfTI volumes, PNG/TIFF, slide regions);
+  format `ratcli.io` reads (DICOM series, NIfTI volumes, PNG/TIFF, slide regions); a
+  file on one side only is an error naming every such file (`allow_unpaired`: left out,
+  with a note);
 - `DIR` (or a file) without that layout: single-quality (full) data; the task's
   degradation simulator makes the inputs, seeded per volume so they are reproducible;
 - `synthetic:TASK[,volumes=N][,slices=N][,size=N][,seed=N]`: phantoms from
@@ -15,6 +17,7 @@ into slices and random patches for training, `evaluate.py` restores them whole.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -79,7 +82,8 @@ def parse_data_spec(spec: str | Path) -> DataSpec:
 
 def load_pairs(
     spec: DataSpec, task: TaskSpec, *, degradation: Degradation | None, seed: int = 0,
-    realizations: int = 1,
+    realizations: int = 1, allow_unpaired: bool = False,
+    on_note: Callable[[str], None] | None = None,
 ) -> list[VolumePair]:
     """Every volume pair of `spec` for `task`.
 
@@ -87,9 +91,11 @@ def load_pairs(
     seed: seeds the simulator, per volume (volume i uses [seed, i]).
     realizations: simulated inputs per single-quality volume (realisation r > 0 uses
     [seed, i, r]); more than one keeps long runs from memorising one noise pattern.
+    allow_unpaired: paired data may hold files on one side only; they are left out and
+    `on_note` gets one line naming them all (else InputNotFoundError names them all).
     """
     if spec.kind == "paired":
-        pairs = _load_paired(spec.path, task)
+        pairs = _load_paired(spec.path, task, allow_unpaired=allow_unpaired, on_note=on_note)
     else:
         if degradation is None:
             raise UsageError(f"{spec.path or spec.synthetic}: single-quality data needs a "
@@ -155,18 +161,24 @@ def _parse_synthetic(text: str) -> DataSpec:
     return spec
 
 
-def _load_paired(root: Path, task: TaskSpec) -> list[VolumePair]:
+def _load_paired(root: Path, task: TaskSpec, *, allow_unpaired: bool,
+                 on_note: Callable[[str], None] | None) -> list[VolumePair]:
     """Match low/ and full/ sources by relative path; read and check each pair."""
     from ratcli.io import find_inputs, read
 
     low = {str(s.rel): s for s in find_inputs(root / "low")}
     full = {str(s.rel): s for s in find_inputs(root / "full")}
-    missing = sorted(set(full) - set(low))
-    if missing:
-        raise InputNotFoundError(f"{root / 'low' / missing[0]}: no low-quality image for "
-                                 f"{root / 'full' / missing[0]}")
+    unpaired = [f"{side}/{rel} (no {other}/{rel})" for side, mine, other, theirs in
+                (("low", low, "full", full), ("full", full, "low", low))
+                for rel in sorted(set(mine) - set(theirs))]
+    if unpaired and not allow_unpaired:
+        raise InputNotFoundError(f"{root}: {len(unpaired)} unpaired file(s): "
+                                 f"{', '.join(unpaired)}; every low/ image needs a full/ one "
+                                 "at the same path (--allow-unpaired leaves them out)")
+    if unpaired and on_note is not None:
+        on_note(f"{root}: left out {len(unpaired)} unpaired file(s): {', '.join(unpaired)}")
     pairs = []
-    for rel in sorted(full):
+    for rel in sorted(set(full) & set(low)):
         inp, tgt = read(low[rel]), read(full[rel])
         _check_task_image(inp, task)
         _check_task_image(tgt, task)

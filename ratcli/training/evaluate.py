@@ -54,7 +54,8 @@ class EvalReport:
     method (name, kind, weights, sha256, regions); files: {"csv"|"summary"|"json"|
     "figure": path}. PET only: volumes, one dict per volume and method (activity.py's
     VOLUME_COLUMNS: min, total activity and hot-spot changes), and volume_summary, their
-    {method: {column: stats}}."""
+    {method: {column: stats}}. notes: what the user should read (unpaired files left
+    out)."""
 
     task: str
     rows: list[dict]
@@ -64,6 +65,7 @@ class EvalReport:
     files: dict[str, Path] = field(default_factory=dict)
     volumes: list[dict] = field(default_factory=list)
     volume_summary: dict[str, dict[str, dict]] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
 
 
 def evaluate(
@@ -79,6 +81,7 @@ def evaluate(
     device: str = "auto",
     figures: int = 3,
     overwrite: bool = False,
+    allow_unpaired: bool = False,
     on_progress: ProgressFn | None = None,
 ) -> EvalReport:
     """Evaluate `weights` (checkpoint paths or manifest names) and baselines on `data`.
@@ -88,6 +91,8 @@ def evaluate(
     degradation: simulator for single-quality/synthetic data (default: the task's).
     sim_seed: seeds that simulation (differs from training's default seeds 0 and 1).
     figures: images shown in figure.png (0: no figure). Writes REPORT_FILES into `out`.
+    allow_unpaired: paired data with files on one side only is evaluated on the pairs,
+    the others named in report.notes (else InputNotFoundError lists every one).
     """
     out = Path(out)
     _refuse_existing(out, overwrite, figures)
@@ -98,7 +103,9 @@ def evaluate(
         raise UsageError("nothing to evaluate: give --weights or at least one baseline")
     spec = parse_data_spec(data)
     degradation = degradation or make_degradation(task)
-    pairs = load_pairs(spec, task, degradation=degradation, seed=sim_seed)
+    notes: list[str] = []
+    pairs = load_pairs(spec, task, degradation=degradation, seed=sim_seed,
+                       allow_unpaired=allow_unpaired, on_note=notes.append)
 
     rows: list[dict] = []
     volumes: list[dict] = []
@@ -143,7 +150,8 @@ def evaluate(
     report = EvalReport(task.name, rows, summary, methods, definitions(task), volumes=volumes,
                         volume_summary={method: {c: summarize_values(
                             [r[c] for r in volumes if r["method"] == method])
-                            for c in VOLUME_COLUMNS} for method in kinds} if volumes else {})
+                            for c in VOLUME_COLUMNS} for method in kinds} if volumes else {},
+                        notes=notes)
     _write(report, out, kinds, shown, task, spec.describe(),
            None if spec.kind == "paired" else degradation.describe())
     return report
@@ -293,6 +301,7 @@ def _write(report: EvalReport, out: Path, kinds: dict[str, str],
             "methods": report.methods, "definitions": report.definitions,
             "display": {"window": window, "error_top": error_top},
             "summary": report.summary, "images": report.rows,
+            **({"notes": report.notes} if report.notes else {}),
             **({"volume_summary": report.volume_summary, "volumes": report.volumes}
                if report.volumes else {})}),
     }
