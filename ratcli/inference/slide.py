@@ -30,9 +30,16 @@ from ratcli.errors import InputFormatError
 from ratcli.inference.restorer import Restorer
 from ratcli.inference.tiling import TileGrid
 from ratcli.inference.tissue import TissueMap, tissue_mask
-from ratcli.io import Source, open_stream, write_stream
+from ratcli.io import Source, find_inputs, open_stream, write_stream
 from ratcli.io.image import Domain, Image
-from ratcli.io.wsi import SLIDE_WRITER, PyramidWriter, SlideReader, SlideWriterConfig
+from ratcli.io.plain_meta import resize_alpha
+from ratcli.io.wsi import (
+    SLIDE_WRITER,
+    PyramidWriter,
+    RegionReader,
+    SlideReader,
+    SlideWriterConfig,
+)
 
 __all__ = ["restore_stream", "restore_slide", "SlideReport", "plan_chunks", "band_rows",
            "chunk_spans"]
@@ -72,9 +79,12 @@ def restore_stream(
     skip_background: bool = True,
     on_progress: ProgressFn | None = None,
 ) -> SlideReport:
-    """Restore the slide `source` into a pyramidal tiled BigTIFF at `out`, streaming.
+    """Restore the slide or big plain image `source` into `out`, streaming.
 
-    out: appears atomically (an existing one is refused unless overwrite).
+    out: a pyramidal tiled BigTIFF (JPEG tiles for a slide, lossless for a flat TIFF),
+        or a PNG for a PNG/JPEG input; it appears atomically (an existing one is
+        refused unless overwrite). Alpha (a fourth channel) is resized bicubically
+        beside the restored RGB.
     provenance: {"task", "weights", "weights_sha256"} for the ImageDescription.
     slide_writer: output tile edge, levels and compression (default: the shared one).
     chunk_tiles: output tiles per chunk (None: the least recomputation, `plan_chunks`).
@@ -87,6 +97,9 @@ def restore_stream(
     Output size is the input's times the task's scale; MPP is the input's / scale.
     Returns the SlideReport.
     """
+    if not isinstance(source, Source):  # the Source says which format writes the output
+        found = find_inputs(source)
+        source = found[0] if len(found) == 1 else source
     path = source.path if isinstance(source, Source) else Path(source)
     inputs = source.files if isinstance(source, Source) else (path,)
     with open_stream(source) as reader:
@@ -96,7 +109,8 @@ def restore_stream(
         report.levels = write_stream(
             chunks.tiles(), out, width=reader.width * restorer.scale,
             height=reader.height * restorer.scale, mpp=report.mpp, overwrite=overwrite,
-            provenance=provenance, inputs=[path, *inputs], slide_writer=slide_writer)
+            provenance=provenance, inputs=[path, *inputs], slide_writer=slide_writer,
+            source=source if isinstance(source, Source) else None, meta=reader.meta)
     return report
 
 
@@ -182,7 +196,7 @@ def plan_chunks(restorer_tile_px: int, overlap_px: int, *, scale: int, halo_px: 
     return min(k for k, v in waste.items() if v <= least * 1.05)
 
 
-def _plan(reader: SlideReader, restorer: Restorer, slide_writer: SlideWriterConfig, *,
+def _plan(reader: RegionReader, restorer: Restorer, slide_writer: SlideWriterConfig, *,
           chunk_tiles: int | None, halo_px: int | None, skip_background: bool,
           on_progress: ProgressFn | None) -> tuple[SlideReport, _Chunker]:
     """Check the task, fill in the defaults, find the tissue: (report, chunk source)."""
@@ -214,7 +228,7 @@ def _plan(reader: SlideReader, restorer: Restorer, slide_writer: SlideWriterConf
 class _Chunker:
     """Level-0 output tiles of the restored slide, in row-major order, chunk by chunk."""
 
-    def __init__(self, reader: SlideReader, restorer: Restorer, tissue: TissueMap, *,
+    def __init__(self, reader: RegionReader, restorer: Restorer, tissue: TissueMap, *,
                  tile_px: int, chunk_tiles: int, rows: int, halo_px: int,
                  skip_background: bool, report: SlideReport,
                  on_progress: ProgressFn | None) -> None:
@@ -243,7 +257,8 @@ class _Chunker:
             # A band of tile rows, clipped at the slide's bottom edge.
             oy = ty0 * t
             oh = min(ty1 * t, H) - oy
-            band = np.empty((oh, W, 3), dtype=np.uint8) if ty1 - ty0 > 1 else None
+            band = (np.empty((oh, W, self.reader.channels), dtype=np.uint8)
+                    if ty1 - ty0 > 1 else None)
             for c0, c1 in col_spans:
                 ox = c0 * t
                 ow = min(c1 * t, W) - ox
@@ -260,19 +275,22 @@ class _Chunker:
                     yield from _split(band[r : r + t], t, nx)
 
     def _chunk(self, y: int, x: int, h: int, w: int) -> np.ndarray:
-        """Restored level-0 rectangle (h*s, w*s, 3) uint8, computed with a halo."""
-        r, halo = self.reader, self.halo_px
+        """Restored level-0 rectangle (h*s, w*s, channels) uint8, computed with a halo."""
+        r, halo, s = self.reader, self.halo_px, self.s
         y0, x0 = max(0, y - halo), max(0, x - halo)
         y1, x1 = min(r.height, y + h + halo), min(r.width, x + w + halo)
-        region = r.read(x0, y0, x1 - x0, y1 - y0)  # (y1-y0, x1-x0, 3)
+        region = r.read(x0, y0, x1 - x0, y1 - y0)  # (y1-y0, x1-x0, channels)
+        rgb = np.ascontiguousarray(region[..., :3])
         if self.skip_background and not self.tissue.any(x, y, w, h):
             self.report.chunks_background += 1
-            big = _bicubic(region, self.s)
+            big = _bicubic(rgb, s)
         else:
             self.report.chunks_model += 1
-            image = Image(region[None], domain=Domain.RGB8, modality="SM", source=r.path)
+            image = Image(rgb[None], domain=Domain.RGB8, modality="SM", source=r.path)
             big = self._restore(image)
-        s = self.s
+        if region.shape[-1] == 4:  # alpha goes beside the RGB, resized as in memory
+            alpha = resize_alpha(region[..., 3], big.shape[0], big.shape[1])
+            big = np.concatenate([big, alpha[..., None]], axis=-1)
         return big[(y - y0) * s : (y - y0 + h) * s, (x - x0) * s : (x - x0 + w) * s]
 
     def _restore(self, image: Image) -> np.ndarray:

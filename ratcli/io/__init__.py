@@ -118,14 +118,18 @@ def check_geometry_fits(image: Image, path: str | Path) -> None:
 
 
 def streams(source: Source) -> bool:
-    """True when `source` is read and written in chunks (whole slides), not whole."""
-    return format_of_kind(source.kind, where=source.path).open_stream is not None
+    """True when `source` is read and written in chunks (whole slides, big RGB plain
+    images), not whole."""
+    fmt = format_of_kind(source.kind, where=source.path)
+    return fmt.open_stream is not None and (fmt.streams_source is None
+                                            or fmt.streams_source(source))
 
 
 def open_stream(source: Source | str | Path) -> Any:
-    """The streaming reader of a slide (`ratcli.io.wsi.SlideReader`): a context
-    manager with width, height (level-0 pixels), mpp ((x, y) microns or None),
-    read(x, y, w, h) -> (h, w, 3) uint8 and thumbnail(max_edge) -> (h, w, 3) uint8.
+    """The streaming reader of a slide or big plain image (`ratcli.io.wsi.RegionReader`):
+    a context manager with width, height (level-0 pixels), mpp ((x, y) microns or None),
+    channels (3, or 4 with alpha), meta, read(x, y, w, h) -> (h, w, channels) uint8 and
+    thumbnail(max_edge) -> (h, w, 3) uint8.
     Raises UsageError for a source that is not streamed (read it whole with `read`)."""
     source = _one_source(source)
     fmt = format_of_kind(source.kind, where=source.path)
@@ -145,19 +149,26 @@ def write_stream(
     provenance: dict | None = None,
     inputs: Iterable[str | Path] = (),
     slide_writer: SlideWriterConfig = SLIDE_WRITER,
+    source: Source | None = None,
+    meta: dict | None = None,
 ) -> list[tuple[int, int]]:
-    """The streaming writer: level-0 RGB tiles of `slide_writer.tile_px` edge in
+    """The streaming writer: level-0 RGB(A) tiles of `slide_writer.tile_px` edge in
     row-major order (clipped at the right and bottom) -> a pyramid at `path`, written
-    atomically. Returns the (height, width) of every level (see wsi.write_slide_tiles).
-    Raises UsageError when no streamed format writes the path's suffix."""
+    atomically. The format that read `source` writes it (a flat TIFF's pyramid is
+    lossless, a slide's JPEG), else the first streamed format that writes the suffix;
+    meta: the reader's meta (e.g. {"ome": True}). Returns the (height, width) of every
+    level (see wsi.write_slide_tiles). Raises UsageError when that format does not
+    write the path's suffix."""
     out = Path(path)
-    fmt = next((f for f in _streamed() if out.name.lower().endswith(f.writes)), None)
+    own = None if source is None else format_of_kind(source.kind, where=source.path)
+    formats = [own] if own is not None and own.write_stream is not None else _streamed()
+    fmt = next((f for f in formats if out.name.lower().endswith(f.writes)), None)
     if fmt is None:
-        known = ", ".join(s for f in _streamed() for s in f.writes)
+        known = ", ".join(s for f in formats for s in f.writes)
         raise UsageError(f"{out}: streamed output must be one of {known}")
     return fmt.write_stream(tiles, out, width=width, height=height, mpp=mpp,
                             overwrite=overwrite, provenance=provenance, inputs=list(inputs),
-                            slide_writer=slide_writer)
+                            slide_writer=slide_writer, meta=meta)
 
 
 def _one_source(source: Source | str | Path) -> Source:

@@ -80,6 +80,8 @@ class Format:
     open_stream: Source -> streaming reader, for inputs too large to read whole
         (whole slides; see `ratcli.io.wsi.SlideReader`); None when not streamed.
     write_stream: tiles -> file, the streaming writer matching `open_stream`.
+    streams_source: Source -> bool, which of its inputs stream (None: all of them, when
+        open_stream is set); the others are read whole (big RGB PNG/TIFF stream).
     """
 
     name: str
@@ -96,6 +98,7 @@ class Format:
     writes_folders: bool = False
     open_stream: Callable[[Source], Any] | None = None
     write_stream: Callable[..., Any] | None = None
+    streams_source: Callable[[Source], bool] | None = None
 
     def matches(self, path: Path) -> bool:
         """True when `path` is a file of this format (by suffix, then content)."""

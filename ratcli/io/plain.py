@@ -5,14 +5,19 @@ the writer returns to that dtype family:
 - integer sources (uint8, uint16, int16, ...): values are rounded half-to-even
   (np.rint) and clipped to the dtype's range;
 - float sources stay float32 (TIFF only: PNG cannot hold floats, UsageError).
-RGB(A) is read as uint8 RGB (alpha is dropped) and written as uint8 RGB.
-A TIFF resolution in cm/mm/µm becomes the pixel spacing in mm and is written back.
+RGB is read as uint8 RGB and written as uint8 RGB. Alpha (RGBA, or a palette with
+transparency) that is not fully opaque is kept beside it in meta["alpha"] (Z, Y, X)
+uint8 and written back, resized bicubically (clamped to 0-255) to the output's size.
+A TIFF resolution in cm/mm/µm, or an OME-TIFF's PhysicalSizeX/Y, becomes the pixel
+spacing in mm and is written back (scaled with the image): as resolution tags, and for
+an OME-TIFF input also as OME-XML.
+
+RGB(A) images of more than `plain_stream.STREAM_MIN_PIXELS` pixels are streamed by
+`rat sr` instead (`ratcli.io.plain_stream`).
 """
 
 from __future__ import annotations
 
-import threading
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +27,8 @@ from ratcli.io.atomic import atomic_output
 from ratcli.io.checks import check_length, check_pixels, one_line
 from ratcli.io.formats import Format
 from ratcli.io.image import Domain, Image
+from ratcli.io.plain_meta import ome_spacing_mm, pil_open, resize_alpha, tiff_spacing_mm
+from ratcli.io.plain_stream import open_plain_stream, streams_plain, write_plain_tiles
 from ratcli.io.provenance import describe_provenance
 
 __all__ = ["read_plain", "FORMAT"]
@@ -32,9 +39,6 @@ _PIL_READ = (".png", ".jpg", ".jpeg")
 # Pillow modes that convert losslessly to the layout we keep.
 _PIL_TO_GREY = {"1": "L", "LA": "L", "L": "L", "I;16": None, "I;16B": None, "I": None, "F": None}
 _PIL_TO_RGB = {"RGB": "RGB", "RGBA": "RGB", "P": "RGB", "PA": "RGB", "CMYK": "RGB", "YCbCr": "RGB"}
-# Pillow's own bomb guard is a module global; it is switched off (under this lock) while
-# a file is opened, because rat's pixel limit, checked right after, replaces it.
-_PIL_GUARD = threading.Lock()
 
 
 def read_plain(path: str | Path, *, max_pixels: int | None = None) -> Image:
@@ -56,16 +60,21 @@ def read_plain(path: str | Path, *, max_pixels: int | None = None) -> Image:
     else:
         raise InputFormatError(f"{p}: not a PNG, JPEG or TIFF file")
     rgb = arr.ndim >= 3 and arr.shape[-1] in (3, 4) and (axes is None or axes.endswith("S"))
+    meta: dict = {"format": "plain", "plain_dtype": str(arr.dtype)}
     if rgb:
         if arr.dtype != np.uint8:
             raise InputFormatError(f"{p}: {arr.dtype} colour is not supported (8-bit RGB only)")
+        alpha = arr[..., 3] if arr.shape[-1] == 4 else None
         arr = arr[..., :3]
         array = arr[None] if arr.ndim == 3 else arr
+        if alpha is not None and alpha.min() < 255:  # an opaque alpha carries nothing
+            meta["alpha"] = np.ascontiguousarray(alpha[None] if alpha.ndim == 2 else alpha)
     else:
         array = arr[None] if arr.ndim == 2 else arr
     if array.ndim != (4 if rgb else 3) or min(array.shape[:3]) < 1:
         raise InputFormatError(f"{p}: unsupported image layout {arr.shape}")
-    meta = {"format": "plain", "plain_dtype": str(arr.dtype)}
+    if axes is not None and axes.startswith("OME"):
+        meta["ome"] = True
     sy, sx = spacing_yx if spacing_yx else (1.0, 1.0)
     if spacing_yx:
         meta["plain_resolution"] = True
@@ -103,6 +112,9 @@ def write_plain(
     if suffix not in _TIFF + _PNG:
         raise UsageError(f"{out}: plain image output must be .png, .tif or .tiff")
     data = image.array if image.is_rgb else _to_file_dtype(image, out, png=suffix in _PNG)
+    alpha = image.meta.get("alpha") if image.is_rgb else None
+    if alpha is not None:  # RGBA: alpha brought to the output's size
+        data = np.concatenate([data, _alpha_for(alpha, data.shape[:3])[..., None]], axis=-1)
     software = describe_provenance(provenance)
     inputs = [image.source] if image.source else []
     if suffix in _PNG:
@@ -130,7 +142,10 @@ def _read_tiff(p: Path, max_pixels: int | None
                          what="the file")
             arr = series.asarray()
             page = tif.pages.first
-            spacing = _tiff_spacing_mm(page)
+            spacing = tiff_spacing_mm(page)
+            if tif.is_ome:
+                spacing = spacing or ome_spacing_mm(tif.ome_metadata)
+                axes = "OME" + axes  # tells read_plain to keep the OME flag
     except InputFormatError:
         raise
     except Exception as exc:
@@ -156,37 +171,23 @@ def _tiff_data_end(series) -> int:
     return end
 
 
-def _tiff_spacing_mm(page) -> tuple[float, float] | None:
-    """(y, x) pixel spacing in mm from a metric resolution tag, else None."""
-    import tifffile
-
-    unit = page.resolutionunit
-    if unit not in (tifffile.RESUNIT.CENTIMETER, tifffile.RESUNIT.MILLIMETER,
-                    tifffile.RESUNIT.MICROMETER):
-        return None
-    rx, ry = page.get_resolution(tifffile.RESUNIT.MILLIMETER)
-    if not (rx > 0 and ry > 0):
-        return None
-    return 1.0 / ry, 1.0 / rx
+def _alpha_for(alpha: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
+    """meta["alpha"] (Z, h, w) brought to the output's (Z, Y, X)."""
+    if alpha.shape[0] != shape[0]:
+        raise UsageError(f"alpha of {alpha.shape[0]} slices for an image of {shape[0]}")
+    return np.stack([resize_alpha(a, shape[1], shape[2]) for a in alpha])
 
 
 def _read_pil(p: Path, max_pixels: int | None) -> np.ndarray:
-    from PIL import Image as PILImage
-
     try:
-        with _PIL_GUARD, warnings.catch_warnings():
-            warnings.simplefilter("ignore", PILImage.DecompressionBombWarning)
-            saved, PILImage.MAX_IMAGE_PIXELS = PILImage.MAX_IMAGE_PIXELS, None
-            try:
-                im = PILImage.open(p)  # reads the header only
-            finally:
-                PILImage.MAX_IMAGE_PIXELS = saved
-        with im:
+        with pil_open(p) as im:
             width, height = im.size
             check_pixels(p, (height, width), max_pixels)
             im.load()
             mode = im.mode
-            if mode in _PIL_TO_RGB:
+            if mode in ("RGBA", "PA") or (mode == "P" and "transparency" in im.info):
+                im = im.convert("RGBA")
+            elif mode in _PIL_TO_RGB:
                 im = im.convert("RGB")
             elif mode in _PIL_TO_GREY:
                 target = _PIL_TO_GREY[mode]
@@ -231,18 +232,26 @@ def _write_png(data: np.ndarray, tmp: Path, *, software: str) -> None:
 def _write_tiff(image: Image, data: np.ndarray, tmp: Path, *, software: str) -> None:
     import tifffile
 
-    kwargs = {}
+    kwargs: dict = {"metadata": None}
+    sx, sy = image.spacing[:2]
     if image.meta.get("plain_resolution"):
-        sx, sy = image.spacing[:2]
-        kwargs = {"resolution": (10.0 / sx, 10.0 / sy), "resolutionunit": "CENTIMETER"}
+        kwargs.update(resolution=(10.0 / sx, 10.0 / sy), resolutionunit="CENTIMETER")
+    if data.shape[-1] == 4 and image.is_rgb:
+        kwargs["extrasamples"] = ("unassalpha",)
     pages = data[0] if image.num_slices == 1 else data
+    if image.meta.get("ome"):
+        axes = ("" if image.num_slices == 1 else "Z") + ("YXS" if image.is_rgb else "YX")
+        ome: dict = {"axes": axes, "Description": software}
+        if image.meta.get("plain_resolution"):  # the spacing in µm, as OME says it
+            ome.update(PhysicalSizeX=sx * 1000.0, PhysicalSizeXUnit="µm",
+                       PhysicalSizeY=sy * 1000.0, PhysicalSizeYUnit="µm")
+        kwargs.update(ome=True, metadata=ome)
     tifffile.imwrite(
         tmp,
         pages,
         photometric="rgb" if image.is_rgb else "minisblack",
         compression="zlib",
         software=software,
-        metadata=None,
         **kwargs,
     )
 
@@ -257,4 +266,8 @@ FORMAT = Format(
     write=write_plain,
     output_suffix=lambda source: ".tif" if source.path.suffix.lower() in _TIFF else ".png",
     writes=_PNG + _TIFF,
+    # big RGB(A) images go chunk by chunk, like slides (ratcli.io.plain_stream)
+    open_stream=open_plain_stream,
+    write_stream=write_plain_tiles,
+    streams_source=streams_plain,
 )

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
@@ -31,6 +32,7 @@ from ratcli.io.wsi_pyramid import (
 )
 
 __all__ = [
+    "RegionReader",
     "SlideReader",
     "read_slide",
     "write_slide_tiles",
@@ -43,6 +45,36 @@ __all__ = [
     "pyramid_shapes",
     "slide_tiles",
 ]
+
+
+class RegionReader(Protocol):
+    """What the streaming restoration (`ratcli.inference.slide`) reads from: a slide
+    (`SlideReader`) or a big plain image (`ratcli.io.plain_stream`).
+
+    width, height: level-0 size in pixels; mpp: (x, y) microns per pixel or None;
+    channels: 3 (RGB) or 4 (RGB + alpha); meta: what the matching writer needs.
+    """
+
+    path: Path
+    width: int
+    height: int
+    mpp: tuple[float, float] | None
+    channels: int
+    meta: dict
+
+    def read(self, x: int, y: int, w: int, h: int) -> np.ndarray:
+        """Level-0 region (h, w, channels) uint8 with its top-left corner at (x, y)."""
+        ...
+
+    def thumbnail(self, max_edge: int = 1024) -> np.ndarray:
+        """The whole image as RGB, (h, w, 3) uint8, longest edge at most `max_edge`."""
+        ...
+
+    def close(self) -> None: ...
+
+    def __enter__(self) -> RegionReader: ...
+
+    def __exit__(self, *exc: object) -> None: ...
 
 
 class SlideReader:
@@ -66,6 +98,7 @@ class SlideReader:
         props = self._slide.properties
         self.properties = dict(props)
         self.mpp = _mpp(props)
+        self.channels, self.meta = 3, {}  # RegionReader: RGB, nothing for the writer
         bg = props.get("openslide.background-color", "FFFFFF")
         self._background = np.array([int(bg[i : i + 2], 16) for i in (0, 2, 4)], np.float32)
 
@@ -153,13 +186,15 @@ def write_slide_tiles(
     provenance: dict | None = None,
     inputs: Sequence[str | Path] = (),
     slide_writer: SlideWriterConfig = SLIDE_WRITER,
+    meta: dict | None = None,
 ) -> list[tuple[int, int]]:
     """The streaming slide writer: level-0 tiles (row-major, `slide_writer.tile_px`
     edge, clipped at the right and bottom) -> a pyramidal tiled BigTIFF at `path`,
     which appears atomically (an existing one is refused unless overwrite; `inputs`
     are never overwritten). width, height: level-0 size in pixels; mpp: (x, y)
-    microns per pixel or None; provenance goes into level 0's ImageDescription.
-    Returns the (height, width) of every level written."""
+    microns per pixel or None; provenance goes into level 0's ImageDescription; meta:
+    the reader's (nothing a slide output needs). Returns the (height, width) of every
+    level written."""
     with atomic_output(path, overwrite=overwrite, inputs=list(inputs)) as tmp:
         return PyramidWriter(tmp, width=width, height=height, config=slide_writer, mpp=mpp,
                              description=describe_provenance(provenance)).write(tiles)

@@ -79,7 +79,8 @@ class PyramidWriter:
     width, height: level-0 size in pixels.
     config: tile edge, levels and compression (default: the shared SLIDE_WRITER).
     mpp: (x, y) microns per pixel of level 0, or None (no resolution tags).
-    description: ImageDescription of level 0 (provenance).
+    description: ImageDescription of level 0 (provenance, or OME-XML as UTF-8 bytes).
+    channels: 3 (RGB) or 4 (RGB + unassociated alpha; lossless compression only).
     """
 
     def __init__(
@@ -90,10 +91,16 @@ class PyramidWriter:
         height: int,
         config: SlideWriterConfig = SLIDE_WRITER,
         mpp: tuple[float, float] | None = None,
-        description: str = "",
+        description: str | bytes = "",
+        channels: int = 3,
     ) -> None:
+        if channels not in (3, 4):
+            raise UsageError(f"slide pyramid of {channels} channels: must be 3 (RGB) or 4 (RGBA)")
+        if channels == 4 and config.compression is SlideCompression.JPEG:
+            raise UsageError("JPEG tiles cannot hold alpha; use lossless compression")
         self.path = Path(path)
         self.config = config
+        self.channels = channels
         self.tile_px = config.tile_px
         self.shapes = pyramid_shapes(height, width, tile_px=config.tile_px,
                                      min_levels=config.min_levels)
@@ -101,11 +108,13 @@ class PyramidWriter:
         self.description = description
 
     def write(self, tiles: Iterable[np.ndarray]) -> list[tuple[int, int]]:
-        """Consume level-0 tiles ((<=tile_px, <=tile_px, 3) uint8, clipped at the right and
-        bottom edges) row by row; returns the (height, width) of every level."""
+        """Consume level-0 tiles ((<=tile_px, <=tile_px, channels) uint8, clipped at the
+        right and bottom edges) row by row; returns the (height, width) of every level."""
         import tifffile
 
-        stores = [_TileStore(self.path.parent, h, w, self.tile_px) for h, w in self.shapes[1:]]
+        c = self.channels
+        stores = [_TileStore(self.path.parent, h, w, self.tile_px, c)
+                  for h, w in self.shapes[1:]]
         try:
             with tifffile.TiffWriter(self.path, bigtiff=True) as tw:
                 source: Iterable[np.ndarray] = tiles
@@ -113,7 +122,8 @@ class PyramidWriter:
                     if level > 0:
                         source = stores[level - 1].tiles()
                     nxt = stores[level] if level < len(stores) else None
-                    self._write_level(tw, level, shape, _checked(source, shape, self.tile_px, nxt))
+                    self._write_level(tw, level, shape,
+                                      _checked(source, shape, self.tile_px, c, nxt))
         except OSError as exc:
             raise OutputNotWritableError(f"{self.path}: cannot write ({exc.strerror or exc})"
                                          ) from None
@@ -135,9 +145,11 @@ class PyramidWriter:
             kwargs.update(compression="jpeg", compressionargs={"level": self.config.quality})
         else:
             kwargs.update(compression="zlib", predictor=True)
+        if self.channels == 4:
+            kwargs["extrasamples"] = ("unassalpha",)
         tw.write(
             tiles,
-            shape=(h, w, 3),
+            shape=(h, w, self.channels),
             dtype=np.uint8,
             tile=(self.tile_px, self.tile_px),
             photometric="rgb",
@@ -169,7 +181,7 @@ def pyramid_shapes(height: int, width: int, *, tile_px: int, min_levels: int = 2
     return shapes
 
 
-def _checked(tiles: Iterable[np.ndarray], shape: tuple[int, int], tile_px: int,
+def _checked(tiles: Iterable[np.ndarray], shape: tuple[int, int], tile_px: int, channels: int,
              nxt: _TileStore | None) -> Iterator[np.ndarray]:
     """Check each tile's shape, halve it into the next level's store, pass it on."""
     h, w = shape
@@ -179,7 +191,7 @@ def _checked(tiles: Iterable[np.ndarray], shape: tuple[int, int], tile_px: int,
         if count >= ny * nx:
             raise ValueError(f"more than {ny * nx} tiles for a {h}x{w} level")
         ty, tx = divmod(count, nx)
-        want = (min(tile_px, h - ty * tile_px), min(tile_px, w - tx * tile_px), 3)
+        want = (min(tile_px, h - ty * tile_px), min(tile_px, w - tx * tile_px), channels)
         if t.shape != want or t.dtype != np.uint8:
             raise ValueError(f"tile {ty},{tx}: expected {want} uint8, got {t.shape} {t.dtype}")
         if nxt is not None:
@@ -191,36 +203,37 @@ def _checked(tiles: Iterable[np.ndarray], shape: tuple[int, int], tile_px: int,
 
 
 class _TileStore:
-    """One pyramid level as raw RGB tiles, tile-major, in an unlinked scratch file.
+    """One pyramid level as raw RGB(A) tiles, tile-major, in an unlinked scratch file.
 
     Blocks are written with pwrite and tiles read with pread, so no page of it is
     mapped into (and counted against) the process's memory.
     """
 
-    def __init__(self, folder: Path, height: int, width: int, tile_px: int) -> None:
-        self.height, self.width, self.tile_px = height, width, tile_px
+    def __init__(self, folder: Path, height: int, width: int, tile_px: int,
+                 channels: int = 3) -> None:
+        self.height, self.width, self.tile_px, self.c = height, width, tile_px, channels
         self.nx = -(-width // tile_px)
         self.ny = -(-height // tile_px)
         fd, name = tempfile.mkstemp(prefix=".rat-tmp-level-", dir=folder)
         os.unlink(name)  # gone from the folder at once; space freed when fd closes
         self.fd = fd
-        os.ftruncate(fd, self.ny * self.nx * tile_px * tile_px * 3)
+        os.ftruncate(fd, self.ny * self.nx * tile_px * tile_px * channels)
 
     def put(self, y: int, x: int, block: np.ndarray) -> None:
-        """Write block (h, w, 3) at level pixel (y, x); it must lie inside one tile."""
-        t = self.tile_px
+        """Write block (h, w, c) at level pixel (y, x); it must lie inside one tile."""
+        t, c = self.tile_px, self.c
         ty, tx, oy, ox = y // t, x // t, y % t, x % t
-        base = (ty * self.nx + tx) * t * t * 3
+        base = (ty * self.nx + tx) * t * t * c
         for r, row in enumerate(block):
-            os.pwrite(self.fd, row.tobytes(), base + ((oy + r) * t + ox) * 3)
+            os.pwrite(self.fd, row.tobytes(), base + ((oy + r) * t + ox) * c)
 
     def tiles(self) -> Iterator[np.ndarray]:
         """Every tile in row-major order, clipped to the level's edges."""
-        t = self.tile_px
+        t, c = self.tile_px, self.c
         for ty in range(self.ny):
             for tx in range(self.nx):
-                raw = os.pread(self.fd, t * t * 3, (ty * self.nx + tx) * t * t * 3)
-                full = np.frombuffer(raw, np.uint8).reshape(t, t, 3)
+                raw = os.pread(self.fd, t * t * c, (ty * self.nx + tx) * t * t * c)
+                full = np.frombuffer(raw, np.uint8).reshape(t, t, c)
                 yield full[: min(t, self.height - ty * t), : min(t, self.width - tx * t)]
 
     def close(self) -> None:
@@ -228,7 +241,7 @@ class _TileStore:
 
 
 def _halve(t: np.ndarray) -> np.ndarray:
-    """2x2 mean, (h, w, 3) -> (ceil(h/2), ceil(w/2), 3) uint8; odd edges replicated."""
+    """2x2 mean, (h, w, c) -> (ceil(h/2), ceil(w/2), c) uint8; odd edges replicated."""
     h, w = t.shape[:2]
     if h % 2 or w % 2:
         t = np.pad(t, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge")
