@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from ratcli.io.sources import Source
 
 __all__ = ["Shard", "Share", "resolve_shard", "parse_shard", "shard_from_env", "plan_order",
-           "balance", "select_jobs", "output_complete", "pixel_estimate"]
+           "balance", "select_jobs", "output_complete", "pixel_estimate", "torchrun_finished"]
 
 
 @dataclass(frozen=True)
@@ -189,6 +189,34 @@ def output_complete(job: Job) -> bool:
     series folder is complete when it holds one derived file per source file (named as
     the source files, or IM0001.dcm ... when those names clash)."""
     return all(_complete(path, job.source) for path in (job.output, *job.extras))
+
+
+def torchrun_finished(*, failed: bool, environ: Mapping[str, str] | None = None,
+                      poll_s: float = 1.0) -> None:
+    """Under torchrun, count this process as finished in the launcher's key-value store;
+    when it is about to exit with a failure (`failed`: some inputs failed), first wait
+    until every rank has finished. torchrun stops all ranks as soon as one exits
+    non-zero, so without the wait one bad input would stop the other shards' work.
+    Outside torchrun, or when the store cannot be reached, returns at once."""
+    env = os.environ if environ is None else environ
+    if "TORCHELASTIC_RUN_ID" not in env or "MASTER_ADDR" not in env:
+        return
+    import time
+    from datetime import timedelta
+
+    try:
+        from torch.distributed import TCPStore
+
+        store = TCPStore(env["MASTER_ADDR"], int(env["MASTER_PORT"]), is_master=False,
+                         timeout=timedelta(seconds=60))
+        key = (f"rat/{env['TORCHELASTIC_RUN_ID']}/"
+               f"{env.get('TORCHELASTIC_RESTART_COUNT', '0')}/finished")
+        done = store.add(key, 1)
+        while failed and done < int(env.get("WORLD_SIZE", "1")):
+            time.sleep(poll_s)
+            done = store.add(key, 0)
+    except (RuntimeError, ValueError, KeyError, OSError):
+        return  # no store: exit now, as before
 
 
 def pixel_estimate(source: Source) -> int:

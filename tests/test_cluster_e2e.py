@@ -164,3 +164,21 @@ def test_a_shard_killed_with_sigkill_finishes_with_skip_existing(archive, tmp_pa
     assert report.returncode == 0
     assert (f"{SERIES + len(finished)} records: {SERIES} done, {len(finished)} exists, "
             "0 skipped, 0 failed") in report.stdout
+
+
+def test_under_torchrun_a_failed_input_does_not_stop_the_other_ranks(tmp_path):
+    """torchrun stops every rank once one exits non-zero: the rank whose only input is
+    broken waits for the rank restoring a larger series before it exits 1."""
+    folder = tmp_path / "in"
+    vol = ct_phantom(size=128, slices=6, seed=0)
+    save_datasets(synthetic_series(vol), folder / "big")
+    (folder / "broken.nii.gz").write_bytes(b"not a NIfTI file")
+    out, log = tmp_path / "out", tmp_path / "run.jsonl"
+    r = subprocess.run([TORCHRUN, "--standalone", "--nproc-per-node", "2", "-m", "ratcli",
+                        *_denoise(folder, out, "--job-log", str(log))],
+                       env=_env(tmp_path), capture_output=True, text=True, timeout=300)
+    assert r.returncode != 0
+    status = {Path(rec["input"]).name: (rec["status"], rec["shard"]) for rec in _log([log])}
+    assert status["big"][0] == "ok" and status["broken.nii.gz"][0] == "error"
+    assert status["big"][1] != status["broken.nii.gz"][1]  # one input per rank
+    assert len(list((out / "big").glob("*.dcm"))) == 6

@@ -281,3 +281,24 @@ def test_summary_counts_statuses_and_lists_failures_still_failing(tmp_path):
     assert json.loads(r.stdout)["to_rerun"][0]["input"] == "y"
     r = CliRunner().invoke(app, ["report", str(tmp_path / "none.jsonl")])
     assert r.exit_code == 1 and "no such log file" in r.stderr
+
+
+def test_under_torchrun_a_failed_rank_waits_for_the_others():
+    from datetime import timedelta
+
+    from torch.distributed import TCPStore
+
+    from ratcli.shard import torchrun_finished
+
+    torchrun_finished(failed=True, environ={})  # not under torchrun: returns at once
+    store = TCPStore("127.0.0.1", 0, is_master=True, wait_for_workers=False,
+                     timeout=timedelta(seconds=10))
+    env = {"TORCHELASTIC_RUN_ID": "t", "MASTER_ADDR": "127.0.0.1",
+           "MASTER_PORT": str(store.port), "WORLD_SIZE": "2"}
+    torchrun_finished(failed=False, environ=env)  # rank 1 ends well: counted, no wait
+    assert store.add("rat/t/0/finished", 0) == 1
+    later = threading.Timer(0.3, lambda: store.add("rat/t/0/finished", 1))
+    env["WORLD_SIZE"] = "3"
+    later.start()
+    torchrun_finished(failed=True, environ=env, poll_s=0.05)  # waits for the third rank
+    assert store.add("rat/t/0/finished", 0) == 3

@@ -14,7 +14,7 @@ import typer
 from ratcli.cli.app import app, echo, emit_json, guard, json_option, note_line
 
 __all__ = ["report", "shard_option", "skip_existing_option", "log_option", "cluster_options",
-           "share_printer"]
+           "share_printer", "finish_shard"]
 
 
 def shard_option() -> Any:
@@ -58,6 +58,14 @@ def share_printer(quiet: bool) -> Any:
             note_line(share.describe())
 
     return on_plan
+
+
+def finish_shard(*, failed: bool) -> None:
+    """At the end of a run under torchrun: a rank with failed inputs waits for the other
+    ranks before it exits 1, since torchrun stops them all when one exits non-zero."""
+    from ratcli.shard import torchrun_finished
+
+    torchrun_finished(failed=failed)
 
 
 @app.command()

@@ -24,6 +24,7 @@ from ratcli.cli.app import (
 )
 from ratcli.cli.cluster import (
     cluster_options,
+    finish_shard,
     log_option,
     shard_option,
     share_printer,
@@ -120,5 +121,6 @@ def regions(
                     result_line(f"{result.input} -> {result.output}{shown}  regions/slice "
                                 f"{lo}-{hi} (median {mid})", bar)
         state.activity = "finishing"
+        finish_shard(failed=bool(failed))
     if failed:
         raise typer.Exit(1)

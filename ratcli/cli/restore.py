@@ -37,6 +37,7 @@ from ratcli.cli.app import (
 )
 from ratcli.cli.cluster import (
     cluster_options,
+    finish_shard,
     log_option,
     shard_option,
     share_printer,
@@ -238,6 +239,7 @@ def _run(inputs: list[str], output: Path, *, as_json: bool, quiet: bool, overwri
                 failed += result.status == "error"
                 _report(result, as_json=as_json, quiet=quiet, bar=bar)
         state.activity = "finishing"
+        finish_shard(failed=bool(failed))
     if failed:
         raise typer.Exit(1)
 
