@@ -302,3 +302,27 @@ def test_under_torchrun_a_failed_rank_waits_for_the_others():
     later.start()
     torchrun_finished(failed=True, environ=env, poll_s=0.05)  # waits for the third rank
     assert store.add("rat/t/0/finished", 0) == 3
+
+
+def test_local_rank_picks_the_gpu(monkeypatch):
+    import torch
+
+    from ratcli.inference.device import resolve_device
+
+    picked = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "set_device", picked.append)
+    assert resolve_device("auto", local_rank=3) == torch.device("cuda", 1)
+    assert resolve_device("cuda", local_rank=0) == torch.device("cuda", 0)
+    assert picked == [torch.device("cuda", 1), torch.device("cuda", 0)]
+    assert resolve_device("cpu", local_rank=1) == torch.device("cpu")
+    assert resolve_device("auto") == torch.device("cuda")  # no torchrun: as before
+
+
+def test_a_list_on_stdin_is_refused_under_torchrun(tmp_path, monkeypatch):
+    for name, value in {"RANK": "0", "WORLD_SIZE": "2", "LOCAL_RANK": "0"}.items():
+        monkeypatch.setenv(name, value)
+    r = CliRunner().invoke(app, ["denoise", "-", "-o", str(tmp_path / "out")],
+                           input="a.nii.gz\n")
+    assert r.exit_code == 2 and "every rank reads the same stdin" in r.stderr

@@ -38,13 +38,19 @@ def log_option() -> Any:
                         "for its own --log-dir).")
 
 
-def cluster_options(shard: str | None, skip_existing: bool, log: Path | None
-                    ) -> dict[str, Any]:
+def cluster_options(shard: str | None, skip_existing: bool, log: Path | None, *,
+                    reads_stdin: bool = False) -> dict[str, Any]:
     """The library keywords for the three options (the shard from --shard, else from
-    the environment). Raises UsageError for a bad --shard or environment."""
+    the environment). Raises UsageError for a bad --shard or environment, and for a
+    list on stdin (`reads_stdin`) under torchrun, whose ranks all share one stdin."""
+    from ratcli.errors import UsageError
     from ratcli.shard import resolve_shard
 
-    return {"shard": resolve_shard(shard), "skip_existing": skip_existing, "log": log}
+    found = resolve_shard(shard)
+    if reads_stdin and found is not None and found.local_rank is not None:
+        raise UsageError("-: under torchrun every rank reads the same stdin, so each would "
+                         "get part of the list; give the paths or a folder as arguments")
+    return {"shard": found, "skip_existing": skip_existing, "log": log}
 
 
 def share_printer(quiet: bool) -> Any:

@@ -192,7 +192,7 @@ def _run(inputs: list[str], output: Path, *, as_json: bool, quiet: bool, overwri
     with guard():
         extra = library_limits(max_pixels, threads)
         cluster = cluster_options(options.pop("shard"), options.pop("skip_existing"),
-                                  options.pop("log"))
+                                  options.pop("log"), reads_stdin="-" in inputs)
         _check_options(options)
         paths = _expand_stdin(inputs)
         if not any(os.path.lexists(p) for p in paths):
