@@ -14,7 +14,7 @@ missing or unusable weights) raise.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
@@ -34,6 +34,7 @@ from ratcli.inference.restorer import ProgressFn
 from ratcli.io import Image, Source, check_geometry_fits, read, streams, write
 from ratcli.io.checks import max_pixels_limit
 from ratcli.io.formats import all_formats, file_outputs
+from ratcli.io.inputs import for_writer
 from ratcli.joblog import JobLog
 from ratcli.options import check_tiling
 from ratcli.regions import Partitioner, make_partitioner
@@ -303,11 +304,7 @@ def _restore_source(session: Session, source: Source, out: Path, *, overwrite: b
     task, note = session.pick_task(image, source.path)
     restorer, provenance = session.restorer(task)
     restored = restorer.restore(image)
-    if len(source.files) > 1:
-        # a series: the plan checked its output against the folders given as inputs and
-        # these files; its own folder is off-limits only when given (ratcli.batch)
-        restored = replace(restored, source=None)
-    write(restored, out, overwrite=overwrite, provenance=provenance)
+    write(for_writer(restored, source), out, overwrite=overwrite, provenance=provenance)
     return task, note
 
 

@@ -22,6 +22,8 @@ from ratcli.io.formats import file_outputs
 from ratcli.io.sources import scan_inputs
 from ratcli.phantom_dicom import save_datasets, synthetic_series
 from ratcli.phantoms import ct_phantom
+from ratcli.regions import make_partitioner
+from ratcli.regions.run import regions_many
 
 
 @pytest.fixture(scope="module")
@@ -64,6 +66,10 @@ def test_files_named_one_by_one_write_beside_themselves(tmp_path, ckpt, monkeypa
              "--json", input="IM0001.dcm\nIM0002.dcm\n")
     assert r.exit_code == 0, r.stderr
     assert _files(tmp_path / "ct" / "denoised2") == ["IM0001.dcm", "IM0002.dcm"]
+    # rat regions too: the series' label map goes beside its files
+    (res,) = regions_many(["IM0001.dcm", "IM0002.dcm"], "labels",
+                          partitioner=make_partitioner("none"))
+    assert res.status == "ok" and res.output == str(Path("labels") / "ct.nii.gz"), res.error
     # a folder given as input still makes its subtree off-limits
     with pytest.raises(UsageError, match="sit inside input"):
         _run(["."], "denoised3", ckpt)

@@ -12,10 +12,15 @@ imports the other's dependents back:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-__all__ = ["Source", "Skipped", "is_dicom_file", "is_tiled_pyramid", "SLIDE_MIN_EDGE"]
+if TYPE_CHECKING:
+    from ratcli.io.image import Image
+
+__all__ = ["Source", "Skipped", "is_dicom_file", "is_tiled_pyramid", "for_writer",
+           "SLIDE_MIN_EDGE"]
 
 # A .tif/.tiff is a slide when tiled and either this large or multi-resolution.
 SLIDE_MIN_EDGE = 4096
@@ -52,6 +57,14 @@ class Skipped:
 
     path: Path
     reason: str
+
+
+def for_writer(image: Image, source: Source) -> Image:
+    """`image` (read from `source`, or made from it) as its writer should see it: a
+    series forgets its folder, so the writer checks the output against the series' files
+    only. The batch plan refused outputs inside folders given as inputs already; files
+    named one by one may write beside themselves (`-o denoised` in the series folder)."""
+    return replace(image, source=None) if len(source.files) > 1 else image
 
 
 def is_dicom_file(path: str | Path) -> bool:

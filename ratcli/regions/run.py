@@ -35,6 +35,7 @@ from ratcli.io import (
     write,
 )
 from ratcli.io.formats import all_formats, file_outputs
+from ratcli.io.inputs import for_writer
 from ratcli.io.padding import find_padding
 from ratcli.joblog import JobLog
 from ratcli.regions.base import Partitioner
@@ -136,7 +137,8 @@ def regions_many(
     def work(job: Job, info: dict) -> None:
         image = read(job.source, max_pixels=max_pixels)
         labels = label_image(image, partitioner, task=task, tile=tile)
-        write(_labels_as_image(image, labels, job.output), job.output, overwrite=overwrite,
+        write(for_writer(_labels_as_image(image, labels, job.output), job.source),
+              job.output, overwrite=overwrite,
               provenance={"task": f"regions:{partitioner.name}"})
         for path in job.extras:
             _write_png(overlay_montage(image.array, labels), path, overwrite=overwrite,
