@@ -59,12 +59,13 @@ def test_no_heavy_imports(tmp_path, monkeypatch, args, code):
     assert not [m for m in HEAVY if m in modules], sorted(m for m in HEAVY if m in modules)
 
 
-def test_unsupported_input_file_is_refused_without_torch(tmp_path, monkeypatch):
+@pytest.mark.parametrize("command", ["denoise", "regions"])
+def test_unsupported_input_file_is_refused_without_torch(tmp_path, monkeypatch, command):
     """Issue 25: `rat denoise notes.txt` is sniffed by the format table before torch is
     imported (it took as long as `import torch`)."""
     monkeypatch.chdir(tmp_path)
     (tmp_path / "notes.txt").write_text("not an image\n")
-    proc, modules = run_rat(tmp_path, "denoise", "notes.txt", "-o", "x.dcm", "--json")
+    proc, modules = run_rat(tmp_path, command, "notes.txt", "-o", "x.dcm", "--json")
     assert proc.returncode == 1, proc.stderr
     message = "notes.txt: not a supported image (DICOM, NIfTI, PNG/TIFF/JPEG, whole-slide)"
     assert proc.stderr.strip() == f"error: {message}"

@@ -30,7 +30,7 @@ from ratcli.cli.cluster import (
     share_printer,
     skip_existing_option,
 )
-from ratcli.cli.restore import library_limits, missing_inputs
+from ratcli.cli.restore import library_limits, refuse_unusable
 
 
 @app.command()
@@ -78,8 +78,7 @@ def regions(
     with guard():
         extra = library_limits(max_pixels, threads)
         cluster = cluster_options(shard, skip_existing, log)
-        if not any(p.exists() or p.is_symlink() for p in inputs):
-            missing_inputs(inputs, as_json=as_json)
+        refuse_unusable(inputs, as_json=as_json)  # missing or notes.txt: no torch
         state.activity = "loading the partitioner"
         from ratcli.regions import make_partitioner
         from ratcli.regions.run import regions_many
