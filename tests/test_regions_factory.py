@@ -96,7 +96,7 @@ def test_none_and_precomputed(no_sam, tmp_path):
 
 
 def test_bad_method_and_setting(no_sam):
-    with pytest.raises(UsageError, match="must be one of auto, sam, classical, none"):
+    with pytest.raises(UsageError, match="must be one of auto, litemedsam, sam, classical, none"):
         make_partitioner("slic")
     with pytest.raises(UsageError, match="n_segmentz is not a setting of the classical"):
         make_partitioner("classical", n_segmentz=10)

@@ -210,7 +210,7 @@ def _run(inputs: list[str], output: Path, *, as_json: bool, quiet: bool, overwri
 
         partitioner = make_partitioner(regions, sam_checkpoint=sam_checkpoint,
                                        cache=not no_cache)
-        warning = None if quiet else getattr(partitioner, "fallback", None)
+        warned = quiet
         count = 0
 
         def on_start(source: Any, out: Path, index: int | None = None,
@@ -222,10 +222,11 @@ def _run(inputs: list[str], output: Path, *, as_json: bool, quiet: bool, overwri
             bar.update(tid, description=f"{of}: {source.path.name}", completed=0, total=None)
 
         def on_tiles(done: int, total: int) -> None:
-            nonlocal warning
-            if warning:  # once, when an input was read and is really being restored
-                warn(warning)
-                warning = None
+            nonlocal warned
+            if not warned:  # once, when an input was read and is really being restored
+                warned = True  # (read now: the model's own partitioner may change it)
+                if note := getattr(partitioner, "fallback", None):
+                    warn(note)
             bar.update(tid, completed=done, total=total)
 
         with progress(disable=quiet) as bar:

@@ -1,11 +1,12 @@
-"""Region maps for RAT's region attention: SAM, a classical SAM-free partitioner, the
-trivial one-region map, precomputed files, and an on-disk cache.
+"""Region maps for RAT's region attention: LiteMedSAM (the default), SAM, a classical
+SAM-free partitioner, the trivial one-region map, precomputed files, and an on-disk cache.
 
     from ratcli.regions import make_partitioner
-    part = make_partitioner("auto")          # sam if a checkpoint is configured
+    part = make_partitioner("auto")          # litemedsam when installed, else sam, else classical
     labels = part(slice2d)                   # (H, W) float32 or (H, W, 3) uint8 -> (H, W) int32
     volume_labels = part.partition_volume(array)   # (Z, H, W[, 3]) -> (Z, H, W) int32
     if part.fallback: ...                    # auto fell back to classical: tell the user
+    part, warning = for_model(part, task, ckpt.meta.get("regions"))  # a model's own method
 """
 
 from ratcli.regions.base import (
@@ -17,7 +18,7 @@ from ratcli.regions.base import (
 )
 from ratcli.regions.cache import CachedPartitioner, RegionCache
 from ratcli.regions.classical import ClassicalPartitioner
-from ratcli.regions.factory import FALLBACK_MESSAGE, Method, make_partitioner
+from ratcli.regions.factory import FALLBACK_MESSAGE, Method, for_model, make_partitioner
 
 __all__ = [
     "FALLBACK_MESSAGE",
@@ -26,6 +27,7 @@ __all__ = [
     "Method",
     "NonePartitioner",
     "Partitioner",
+    "for_model",
     "PrecomputedPartitioner",
     "RegionCache",
     "make_partitioner",

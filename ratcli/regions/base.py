@@ -37,6 +37,7 @@ class Partitioner:
     name: str = "base"
     fallback: str | None = None
     one_region: bool = False
+    method: str | None = None  # what make_partitioner was asked for ("auto", ...)
 
     @property
     def settings(self) -> dict:
@@ -45,6 +46,17 @@ class Partitioner:
     def __call__(self, slice2d: np.ndarray) -> np.ndarray:
         check_slice(slice2d)
         return self._partition(slice2d)
+
+    def view(self, slice2d: np.ndarray) -> np.ndarray:
+        """The slice as this method sees it, (H, W) or (H, W, 3) uint8: its first step,
+        and what the region cache keys on (default: `to_uint8`)."""
+        return to_uint8(slice2d)
+
+    def for_task(self, task) -> Partitioner:
+        """This partitioner for slices normalised by `task` (a TaskSpec, or None for
+        unknown); methods whose view depends on the modality (LiteMedSAM's CT window)
+        return a copy that knows it. Default: itself."""
+        return self
 
     def partition_volume(self, volume: np.ndarray) -> np.ndarray:
         """Label every slice of `volume`: (Z, H, W) float32 or (Z, H, W, 3) uint8 ->

@@ -25,7 +25,7 @@ import numpy as np
 
 from ratcli.errors import OutputExistsError, OutputNotWritableError
 from ratcli.io.atomic import TEMP_PREFIX, atomic_output
-from ratcli.regions.base import Partitioner, check_slice, to_uint8
+from ratcli.regions.base import Partitioner, check_slice
 
 __all__ = ["RegionCache", "CachedPartitioner",
            "NO_CACHE_ENV"]
@@ -125,7 +125,8 @@ class RegionCache:
 
 
 class CachedPartitioner(Partitioner):
-    """Wraps a partitioner whose first step is `to_uint8` (sam, classical) with a cache.
+    """Wraps a partitioner whose first step is its `view` (to_uint8 for sam and
+    classical, a CT window for litemedsam) with a cache.
 
     `hits` and `misses` count slices, for reports and tests.
     """
@@ -159,7 +160,7 @@ class CachedPartitioner(Partitioner):
         computed, in one `inner.partition_volume` call (so SAM still batches them)."""
         for s in volume:
             check_slice(s)
-        u8 = np.stack([to_uint8(s) for s in volume])
+        u8 = np.stack([self.inner.view(s) for s in volume])
         settings = self.inner.settings
         keys = [self.cache.key(s, self.name, settings) for s in u8]
         out = np.empty(volume.shape[:3], dtype=np.int32)
@@ -173,12 +174,25 @@ class CachedPartitioner(Partitioner):
         self.hits += len(keys) - len(missing)
         self.misses += len(missing)
         if missing:
-            # the inner partitioner windows to uint8 first, so giving it u8 is exact
+            # the inner partitioner's first step is its view, so giving it u8 is exact
             fresh = self.inner.partition_volume(u8[missing])
             for z, labels in zip(missing, fresh, strict=True):
                 self.cache.put(keys[z], labels)
                 out[z] = labels
         return out
+
+    def view(self, slice2d: np.ndarray) -> np.ndarray:
+        return self.inner.view(slice2d)
+
+    def for_task(self, task) -> Partitioner:
+        inner = self.inner.for_task(task)
+        if inner is self.inner:
+            return self
+        memo = self.__dict__.setdefault("_tasks", {})  # one wrapper per task
+        if id(inner) not in memo:
+            memo[id(inner)] = CachedPartitioner(inner, self.cache)
+            memo[id(inner)].method = self.method
+        return memo[id(inner)]
 
     def __getattr__(self, attr: str):
         # expose the wrapped partitioner's own attributes (checkpoint, device, ...)

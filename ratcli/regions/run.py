@@ -76,6 +76,7 @@ def label_image(
         padding = find_padding(image, spec)  # the fill (CT: air) there, as inference sees
         array = array if padding is None else padding.filled(array)
         array = spec.normalize(array, spec.norm_params(array))
+    partitioner = partitioner.for_task(None if image.is_rgb else spec)  # e.g. its CT window
     if max(image.size_yx) <= tile:
         return partitioner.partition_volume(array)
     return np.stack([_tiled(s, partitioner, tile) for s in array])

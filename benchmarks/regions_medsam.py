@@ -1,0 +1,163 @@
+"""LiteMedSAM region maps: what they add to `rat denoise`, and how good they are.
+
+Speed (issue 23: maps may add at most 50 % to a 512^2 CT series' restore time and 100 %
+on a single slice). In one process, interleaved, fastest of `--repeats`:
+- model time: rat-ct restoring the series with its region maps already computed
+  (precomputed maps: what a region-cache hit costs);
+- + LiteMedSAM: the same restore computing LiteMedSAM maps (no cache), with key-slice
+  reuse (`reuse_diff`, default) and, for the series, without reuse (every slice runs
+  the model);
+- + classical: the same with the classical partitioner, for reference.
+Printed: seconds, ms per slice, and the ratio (restore with maps) / (model time) - 1.
+
+Quality, without labels (`ratcli.regions.quality`): the edge-alignment ratio (how much
+more often region boundaries lie on the image's strongest 10 % of gradients than pixels
+at random; 1 = chance) per slice of CT (the series), PET (examples/pet.nii.gz middle
+slices) and H&E (a 512^2 crop of a shared H&E image, else examples/slide.tif); and
+slice-to-slice stability (adjusted Rand index of neighbouring slices' maps, each slice
+computed on its own), LiteMedSAM vs classical.
+
+Run: `python benchmarks/regions_medsam.py [--slices 8] [--repeats 2] [--threads 2]`.
+The series is 512^2 slices of ../shared/data/ct/lidc-idri-0314-chest-2mm.nii.gz (2 mm
+apart) when present, else examples/ct_series (3 slices).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ratcli.inference.restorer import Restorer
+from ratcli.io import read
+from ratcli.models import load_checkpoint
+from ratcli.regions import ClassicalPartitioner, PrecomputedPartitioner
+from ratcli.regions.medsam import LiteMedSamPartitioner
+from ratcli.regions.quality import adjusted_rand, edge_alignment
+from ratcli.tasks import TASKS
+from ratcli.weights import resolve_weights
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data"
+
+
+def ct_series(n: int):
+    """An Image of n neighbouring 512^2 CT slices (HU)."""
+    path = SHARED / "ct" / "lidc-idri-0314-chest-2mm.nii.gz"
+    image = read(path if path.is_file() else ROOT / "examples" / "ct_series")
+    z0 = max(0, image.num_slices // 2 - n // 2)
+    return image.derived(image.array[z0:z0 + n]) if image.num_slices > n else image
+
+
+def he_tile() -> np.ndarray:
+    path = SHARED / "he" / "henorm-example1-he.png"
+    rgb = read(path if path.is_file() else ROOT / "examples" / "slide.tif").array[0]
+    return np.ascontiguousarray(rgb[:512, :512])
+
+
+def restore_seconds(restorer: Restorer, image, partitioner) -> float:
+    restorer.partitioner = partitioner
+    start = time.perf_counter()
+    restorer.restore(image)
+    return time.perf_counter() - start
+
+
+def speed(args) -> None:
+    task = TASKS["ct"]
+    model = load_checkpoint(resolve_weights("rat-ct")).build()
+    restorer = Restorer(model, task)
+    for label, image in (("single slice", ct_series(1)), ("series", ct_series(args.slices))):
+        norm = task.normalize(image.array, task.norm_params(image.array))
+        med = LiteMedSamPartitioner().for_task(task)
+        maps = med.partition_volume(norm)  # also loads the model
+        maps_file = Path(tempfile.mkdtemp()) / "maps.npy"
+        np.save(maps_file, maps)
+        runs = {"model time (maps cached)": partial(PrecomputedPartitioner, maps_file),
+                "+ LiteMedSAM": partial(_fresh, med, task),
+                "+ classical": ClassicalPartitioner}
+        if image.num_slices > 1:
+            runs["+ LiteMedSAM, no reuse"] = partial(_fresh, med, task, reuse_diff=0.0)
+        times: dict[str, list[float]] = {k: [] for k in runs}
+        encoded = {}
+        for _ in range(args.repeats):
+            for name, make in runs.items():
+                part = make()
+                times[name].append(restore_seconds(restorer, image, part))
+                encoded[name] = getattr(part, "encoded", None)
+        base = min(times["model time (maps cached)"])
+        Z = image.num_slices
+        print(f"\n{label}: {Z} slice(s) of {image.array.shape[1]}x{image.array.shape[2]}")
+        for name, ts in times.items():
+            t = min(ts)
+            keys = f", model ran on {encoded[name]} of {Z}" if encoded[name] is not None else ""
+            print(f"  {name:<28} {t:6.2f} s  {1000 * t / Z:6.0f} ms/slice  "
+                  f"adds {100 * (t / base - 1):+5.0f} %{keys}")
+
+
+def _fresh(med: LiteMedSamPartitioner, task, **settings) -> LiteMedSamPartitioner:
+    """A LiteMedSAM partitioner with no key slice yet, sharing the loaded model."""
+    part = LiteMedSamPartitioner(**settings).for_task(task)
+    part.__dict__["_shared"]._generator = med.generator
+    return part
+
+
+def quality(args) -> None:
+    task_ct, task_pet = TASKS["ct"], TASKS["pet"]
+    ct = ct_series(args.slices)
+    pet = read(ROOT / "examples" / "pet.nii.gz")
+    zp = pet.num_slices // 2
+    cases = {
+        "CT": (task_ct.normalize(ct.array, task_ct.norm_params(ct.array)), task_ct),
+        "PET": (task_pet.normalize(pet.array, task_pet.norm_params(pet.array))[zp - 2:zp + 2],
+                task_pet),
+        "H&E": (he_tile()[None], None),
+    }
+    print("\nquality: edge alignment (1 = chance; mean over slices), regions per slice, "
+          "neighbour stability (adjusted Rand, mean)")
+    for name, (volume, task) in cases.items():
+        for label, part in (("litemedsam", LiteMedSamPartitioner(reuse_diff=0.0)),
+                            ("classical", ClassicalPartitioner())):
+            part = part.for_task(task)
+            maps = part.partition_volume(volume)
+            views = [part.view(s) for s in volume]
+            ratios = [edge_alignment(v, m) for v, m in zip(views, maps, strict=True)]
+            counts = [len(np.unique(m)) for m in maps]
+            ari = [adjusted_rand(a, b) for a, b in zip(maps[:-1], maps[1:], strict=True)]
+            stab = f"{statistics.mean(ari):.2f}" if ari else "-"
+            print(f"  {name:<4} {label:<11} edge ratio {np.nanmean(ratios):4.2f} "
+                  f"(min {np.nanmin(ratios):4.2f})  regions {min(counts)}-{max(counts)}  "
+                  f"stability {stab}")
+    # what key-slice reuse costs: the reused maps against each slice's own map
+    volume = cases["CT"][0]
+    own = LiteMedSamPartitioner(reuse_diff=0.0).for_task(task_ct).partition_volume(volume)
+    shared = LiteMedSamPartitioner().for_task(task_ct)
+    reused = shared.partition_volume(volume)
+    ari = [adjusted_rand(a, b) for a, b in zip(own, reused, strict=True)]
+    print(f"  CT key-slice reuse: model ran on {shared.encoded} of {len(volume)} slices; "
+          f"reused vs own maps adjusted Rand {statistics.mean(ari):.2f} (min {min(ari):.2f})")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--slices", type=int, default=8)
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--skip-speed", action="store_true")
+    parser.add_argument("--skip-quality", action="store_true")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    if not args.skip_speed:
+        speed(args)
+    if not args.skip_quality:
+        quality(args)
+
+
+if __name__ == "__main__":
+    main()
