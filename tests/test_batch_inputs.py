@@ -19,7 +19,7 @@ from ratcli.api import restore_many
 from ratcli.cli import app
 from ratcli.errors import UsageError
 from ratcli.io.formats import file_outputs
-from ratcli.io.sources import scan_inputs
+from ratcli.io.sources import Source, output_path_for, scan_inputs
 from ratcli.phantom_dicom import save_datasets, synthetic_series
 from ratcli.phantoms import ct_phantom
 from ratcli.regions import make_partitioner
@@ -155,6 +155,12 @@ def test_output_file_forms_come_from_the_format_table():
     assert file_outputs("slide") == (".tif", ".tiff")
     assert file_outputs("dicom", any_image=True) == (".nii", ".nii.gz")  # label maps
     assert set(file_outputs("image")) == {".png", ".tif", ".tiff"}
+    # output names strip the longest input suffix the table knows; series folders keep theirs
+    nii = Path("a.b.nii.gz")
+    assert output_path_for(Source(nii, (nii,), "nifti", nii), "out") == Path("out/a.b.nii.gz")
+    files = (Path("ct.v2/1.dcm"), Path("ct.v2/2.dcm"))
+    series = Source(Path("ct.v2"), files, "dicom", Path("ct.v2"))
+    assert output_path_for(series, "out") == Path("out/ct.v2")
 
 
 def test_unreadable_folders_are_named(tmp_path):

@@ -135,12 +135,11 @@ def output_path_for(source: Source, out_root: str | Path) -> Path:
     """`out_root / source.rel` with the input's suffix replaced by output_suffix_for."""
     rel = source.rel
     name = rel.name
-    if source.kind == "nifti" and name.lower().endswith(".nii.gz"):
-        stem = name[: -len(".nii.gz")]
-    elif source.kind == "dicom" and not source.path.is_file():
-        stem = name  # a series folder: no suffix to strip (folder names may hold dots)
-    else:
-        stem = rel.stem if rel.suffix.lower() in formats.input_suffixes() else name
+    stem = name  # a series folder keeps its name (folder names may hold dots)
+    if source.path in source.files:  # a file: strip its longest input suffix (.nii.gz)
+        suffix = max((s for s in formats.input_suffixes() if name.lower().endswith(s)),
+                     key=len, default="")
+        stem = name[: len(name) - len(suffix)]
     return Path(out_root) / rel.parent / f"{stem}{output_suffix_for(source)}"
 
 
