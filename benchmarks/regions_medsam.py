@@ -17,7 +17,11 @@ slices) and H&E (a 512^2 crop of a shared H&E image, else examples/slide.tif); a
 slice-to-slice stability (adjusted Rand index of neighbouring slices' maps, each slice
 computed on its own), LiteMedSAM vs classical.
 
-Run: `python benchmarks/regions_medsam.py [--slices 8] [--repeats 2] [--threads 2]`.
+Prompt choices (`--prompts`): SAM-style point grids vs box grids vs both, and the decode
+grid, on one CT, PET and H&E slice: prompts, decode time, regions, edge alignment.
+
+Run: `python benchmarks/regions_medsam.py [--slices 8] [--repeats 2] [--threads 2]
+[--prompts]`.
 The series is 512^2 slices of ../shared/data/ct/lidc-idri-0314-chest-2mm.nii.gz (2 mm
 apart) when present, else examples/ct_series (3 slices).
 """
@@ -143,6 +147,77 @@ def quality(args) -> None:
           f"reused vs own maps adjusted Rand {statistics.mean(ari):.2f} (min {min(ari):.2f})")
 
 
+PROMPT_CHOICES = {
+    "boxes 128+64 (default)": {},
+    "boxes, 16x16 decode grid": {"decode_grid": 16},
+    "points 8x8": {"prompts": "points"},
+    "boxes 128+64 + points 4x4": {"prompts": "both", "points_per_side": 4},
+    "boxes 96 only": {"box_sizes": (96,)},
+}
+
+
+def prompt_choices(args) -> None:
+    """Point grids vs box grids vs both, on one CT, PET and H&E slice (one encoder pass
+    each, then every prompt choice on the same embedding)."""
+    from ratcli.regions.medsam import _to_size, preprocess
+    from ratcli.regions.prompts import BoxGridMaskGenerator
+
+    task_ct, task_pet = TASKS["ct"], TASKS["pet"]
+    ct = ct_series(1)
+    pet = read(ROOT / "examples" / "pet.nii.gz")
+    cases = {"CT": (task_ct.normalize(ct.array, task_ct.norm_params(ct.array))[0], task_ct),
+             "PET": (task_pet.normalize(pet.array, task_pet.norm_params(pet.array))[
+                 pet.num_slices // 2], task_pet),
+             "H&E": (he_tile(), None)}
+    base = LiteMedSamPartitioner(reuse_diff=0.0)
+    model = base.generator.model
+    print("\nprompt choices: prompts decoded, decode seconds, regions, edge alignment")
+    for name, (slice2d, task) in cases.items():
+        view = base.for_task(task).view(slice2d)
+        x, sizes = preprocess([view])
+        with torch.inference_mode():
+            embedding = model.image_encoder(x)
+        for label, settings in PROMPT_CHOICES.items():
+            gen = BoxGridMaskGenerator(model, **settings)
+            start = time.perf_counter()
+            labels = _to_size(gen.generate(embedding, x[0], sizes[0]), view.shape[:2])
+            seconds = time.perf_counter() - start
+            print(f"  {name:<4} {label:<27} {gen.last_prompts:3d} prompts {seconds:6.2f} s  "
+                  f"{len(np.unique(labels)):3d} regions  edge {edge_alignment(view, labels):.2f}")
+
+
+def figure(path: Path) -> None:
+    """One PNG: LiteMedSAM (top) and classical (bottom) region overlays of a CT slice,
+    a PET slice (enlarged 4x) and an H&E tile, each 384 px."""
+    from PIL import Image as PILImage
+
+    from ratcli.regions.overlay import overlay
+
+    task_ct, task_pet = TASKS["ct"], TASKS["pet"]
+    ct = read(ROOT / "examples" / "ct_series" / "IM0001.dcm")
+    pet = read(ROOT / "examples" / "pet.nii.gz")
+    cases = [(task_ct.normalize(ct.array, task_ct.norm_params(ct.array))[0], task_ct),
+             (task_pet.normalize(pet.array, task_pet.norm_params(pet.array))[
+                 pet.num_slices // 2], task_pet),
+             (he_tile(), None)]
+    rows = []
+    for part in (LiteMedSamPartitioner(reuse_diff=0.0), ClassicalPartitioner()):
+        tiles = []
+        for slice2d, task in cases:
+            p = part.for_task(task)
+            labels = p(slice2d)
+            view = p.view(slice2d)
+            f = max(1, 384 // view.shape[0])
+            view = np.repeat(np.repeat(view, f, 0), f, 1)
+            labels = np.repeat(np.repeat(labels, f, 0), f, 1)
+            tile = PILImage.fromarray(overlay(view, labels)).resize((384, 384),
+                                                                   PILImage.NEAREST)
+            tiles.append(np.asarray(tile))
+        rows.append(np.concatenate(tiles, axis=1))
+    PILImage.fromarray(np.concatenate(rows, axis=0)).save(path, optimize=True)
+    print(f"\nfigure: {path}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--slices", type=int, default=8)
@@ -150,6 +225,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--skip-speed", action="store_true")
     parser.add_argument("--skip-quality", action="store_true")
+    parser.add_argument("--prompts", action="store_true", help="also compare prompt choices")
+    parser.add_argument("--figure", type=Path, help="write the README's overlay figure here")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
@@ -157,6 +234,10 @@ def main() -> None:
         speed(args)
     if not args.skip_quality:
         quality(args)
+    if args.prompts:
+        prompt_choices(args)
+    if args.figure:
+        figure(args.figure)
 
 
 if __name__ == "__main__":

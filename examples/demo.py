@@ -6,6 +6,7 @@
 - ct_series/ (1/4-dose chest CT, DICOM) -> `rat denoise`, task ct, weights rat-ct
 - pet.nii.gz (1/4-count pelvis PET)     -> `rat denoise`, task pet, weights rat-pet
 - slide.tif (pyramidal H&E slide)       -> `rat sr --scale 2`, weights rat-sr-x2
+- ct_series/IM0001.dcm                   -> `rat regions`: LiteMedSAM region map + overlay
 
 Each goes through the public API (`ratcli.api.restore_path`, the code path of the CLI)
 with the classical region partitioner, the one the shipped models were trained with.
@@ -33,6 +34,7 @@ import numpy as np
 from ratcli.api import restore_path
 from ratcli.io import read
 from ratcli.regions import make_partitioner
+from ratcli.regions.run import regions_many
 from ratcli.training.figure import save_figure
 from ratcli.training.metrics import CT_DISPLAY_WINDOW
 
@@ -74,6 +76,15 @@ def run_demo(out: Path = HERE / "out", figures: Path = HERE / "out" / "figures"
         _FIGURES[ex.kind](src, dst, fig)
         records.append({"input": str(src), "output": str(dst), "figure": str(fig),
                         "seconds": round(seconds, 1)})
+    # the region maps RAT attends within, as `rat regions --overlay` draws them (auto:
+    # LiteMedSAM; the restores above use classical maps, which the shipped models learned on)
+    t0 = time.perf_counter()
+    src, dst = HERE / "ct_series" / "IM0001.dcm", out / "ct_series-regions.nii.gz"
+    fig = figures / "ct_series-regions.png"
+    for res in regions_many([src], dst, partitioner=make_partitioner(), overlay=fig,
+                            overwrite=True, raise_errors=True):
+        records.append({"input": str(src), "output": res.output, "figure": str(fig),
+                        "seconds": round(time.perf_counter() - t0, 1)})
     return records
 
 

@@ -189,8 +189,9 @@ class Session:
         name = Path(ref).name if _is_path(ref) else ref
         part, warning = for_model(self.partitioner, task, ckpt.meta.get("regions"),
                                   weights=name)
-        if part is not self.partitioner and getattr(self.partitioner, "method", None) == "auto":
-            self.partitioner.fallback = None  # auto's choice was replaced by the model's own
+        if getattr(self.partitioner, "method", None) == "auto" and \
+                ckpt.meta.get("regions") == part.name:
+            self.partitioner.fallback = None  # the model's own partitioner: nothing to say
         if warning and warning not in (self.partitioner.fallback or ""):
             self.partitioner.fallback = "; ".join(
                 n for n in (self.partitioner.fallback, warning) if n)

@@ -197,3 +197,24 @@ def test_a_series_reuses_maps_of_slices_that_barely_change():
     maps = part.partition_volume(np.stack([ct, near, np.flipud(ct).copy()]))
     assert part.encoded == 2  # the near-copy took the first slice's map
     np.testing.assert_array_equal(maps[0], maps[1])
+
+
+def test_a_model_s_recorded_partitioner_is_used_and_a_named_other_warns_once(tmp_path):
+    from ratcli.api import Session
+    from ratcli.models import RATConfig, build_rat, save_checkpoint
+    from helpers import SMALL
+
+    cfg = RATConfig(in_channels=1, out_channels=1, **SMALL)
+    path = tmp_path / "ct.pt"
+    save_checkpoint(path, build_rat(cfg), cfg, meta={"task": "ct", "regions": "classical"})
+    auto = Session(weights=str(path), device="cpu", partitioner="auto")
+    restorer, _ = auto.restorer(TASKS["ct"])
+    assert restorer.partitioner.name == "classical" and auto.partitioner.fallback is None
+    named = Session(weights=str(path), device="cpu", partitioner="none")
+    restorer, _ = named.restorer(TASKS["ct"])
+    assert restorer.partitioner.name == "none"
+    note = named.partitioner.fallback
+    assert note.count("trained with classical region maps") == 1 and "\n" not in note
+    named._restorers.clear()
+    named.restorer(TASKS["ct"])  # built again: still one line
+    assert named.partitioner.fallback == note

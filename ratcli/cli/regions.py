@@ -44,8 +44,10 @@ def regions(
                                  help="PNG of region boundaries over the image (a folder "
                                       "for several inputs)."),
     method: str = typer.Option("auto", "--regions",
-                               help="sam, classical, none, or a label-map file; auto: sam "
-                                    "when a SAM checkpoint is found, else classical."),
+                               help="litemedsam, sam, classical, none, or a label-map "
+                                    "file; auto: litemedsam when installed (the default "
+                                    "install), else sam when a SAM checkpoint is found, "
+                                    "else classical."),
     sam_checkpoint: str = typer.Option(None, "--sam-checkpoint",
                                        help="SAM checkpoint file or name (sam-vit-b/l/h); "
                                             "default: RAT_SAM_CHECKPOINT or the weights dir."),
@@ -69,7 +71,8 @@ def regions(
     as_json: bool = json_option("One JSON line per input on stdout."),
     quiet: bool = quiet_option(),
 ) -> None:
-    """Compute region label maps (SAM or the classical partitioner) for each input."""
+    """Compute region label maps (LiteMedSAM, SAM or the classical partitioner) for each
+    input."""
     settings: dict[str, Any] = {"points_per_side": points_per_side}
     if device is not DeviceChoice.AUTO:
         settings["device"] = device.value

@@ -80,8 +80,10 @@ _OVERLAP = typer.Option(None, "--overlap", help="Fraction of a tile shared with 
 _BATCH = typer.Option(None, "--batch-size", help="Tiles per forward pass (default: automatic; "
                       "on CPU up to 256x256 output pixels per pass, on a GPU 4 tiles).")
 _REGIONS = typer.Option("auto", "--regions", help="Region maps for region attention: auto "
-                        "(sam when a SAM checkpoint is configured, else classical), sam, "
-                        "classical, none (one region per image), or a label-map file.")
+                        "(the partitioner the model was trained with; for a model that "
+                        "records none: litemedsam when installed, else sam when a checkpoint "
+                        "is configured, else classical), litemedsam, sam, classical, none "
+                        "(one region per image), or a label-map file.")
 _SAM = typer.Option(None, "--sam-checkpoint", help="SAM checkpoint: a path or a manifest "
                     "name (default: RAT_SAM_CHECKPOINT, else a sam-vit-* file in the weights "
                     "dirs).")
