@@ -6,12 +6,14 @@
    runs `--repeat` times in turns (one, two, one, ...), the fastest kept, so a slow spell
    on a shared machine hits both; the wall time includes each process's start-up.
    Prints inputs (series) per minute for each and the ratio two shards / one process.
+   `--baseline` adds one process with 1 thread, to tell parallel speed-up from what
+   two threads of one process lose on a busy machine.
 2. Memory: one process over 100 and over 1,000 small inputs (`--small`^2 NIfTI slices,
    `--regions none`, with --log), each a fresh `python -m ratcli denoise`; prints each
    run's peak RSS (ru_maxrss of that child) and the 1,000 / 100 ratio (target <= 1.1).
 
 Run: `python benchmarks/cluster.py [--series 12 --slices 2 --size 256 --repeat 2
---counts 100 1000 --small 32 --workdir DIR] [--skip-scaling | --skip-memory]`.
+--counts 100 1000 --small 32 --workdir DIR --baseline] [--skip-scaling | --skip-memory]`.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ def main() -> None:
     ap.add_argument("--workdir", type=Path, default=None)
     ap.add_argument("--skip-scaling", action="store_true")
     ap.add_argument("--skip-memory", action="store_true")
+    ap.add_argument("--baseline", action="store_true")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="rat-cluster-", dir=args.workdir))
     env = {**os.environ, "RAT_CACHE": str(work / "cache")}
@@ -65,18 +68,20 @@ def scaling(work: Path, env: dict, args: argparse.Namespace) -> None:
         save_datasets(synthetic_series(vol, series_number=i + 1, seed=i),
                       folder / f"patient{i:02d}" / "ct")
     base = ["denoise", str(folder), "--regions", "classical", "--no-cache", "-q"]
-    best = {"1 process x 2 threads": float("inf"), "2 shards x 1 thread": float("inf")}
+    # name -> (processes, threads each)
+    settings = {"1 process x 2 threads": (1, 2), "2 shards x 1 thread": (2, 1)}
+    if args.baseline:
+        settings["1 process x 1 thread"] = (1, 1)
+    best = dict.fromkeys(settings, float("inf"))
     for turn in range(args.repeat):
-        for name in best:
-            out = work / f"out-{turn}-{name[0]}"
+        for name, (count, threads) in settings.items():
+            out = work / f"out-{turn}"
             t0 = time.perf_counter()
-            if name.startswith("1"):
-                procs = [subprocess.Popen([*RAT, *base, "-o", str(out), "--threads", "2"],
-                                          env=env)]
-            else:
-                procs = [subprocess.Popen([*RAT, *base, "-o", str(out), "--threads", "1",
-                                           "--shard", f"{k}/2"], env=env,
-                                          stderr=subprocess.DEVNULL) for k in (1, 2)]
+            shards = [["--shard", f"{k}/{count}"] for k in range(1, count + 1)] if count > 1 \
+                else [[]]
+            procs = [subprocess.Popen([*RAT, *base, "-o", str(out), "--threads", str(threads),
+                                       *shard], env=env, stderr=subprocess.DEVNULL)
+                     for shard in shards]
             if any(p.wait() for p in procs):
                 raise SystemExit(f"{name}: a process failed")
             wall = time.perf_counter() - t0
@@ -89,7 +94,7 @@ def scaling(work: Path, env: dict, args: argparse.Namespace) -> None:
     for name, wall in best.items():
         rates[name] = args.series / wall * 60
         print(f"  {name}: {wall:.1f} s, {rates[name]:.1f} inputs/min")
-    one, two = rates.values()
+    one, two = rates["1 process x 2 threads"], rates["2 shards x 1 thread"]
     print(f"  two shards / one process: {two / one:.2f}x")
 
 

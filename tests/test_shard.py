@@ -326,3 +326,17 @@ def test_a_list_on_stdin_is_refused_under_torchrun(tmp_path, monkeypatch):
     r = CliRunner().invoke(app, ["denoise", "-", "-o", str(tmp_path / "out")],
                            input="a.nii.gz\n")
     assert r.exit_code == 2 and "every rank reads the same stdin" in r.stderr
+
+
+@pytest.mark.parametrize(("args", "code"), [
+    (["report", "run.jsonl"], 0),
+    (["denoise", "x.nii.gz", "-o", "out", "--shard", "3/2"], 2),
+])
+def test_report_and_a_bad_shard_import_no_torch(tmp_path, monkeypatch, args, code):
+    from test_startup import HEAVY, run_rat
+
+    monkeypatch.chdir(tmp_path)
+    JobLog(tmp_path / "run.jsonl").write(_record("x", "ok"))
+    proc, modules = run_rat(tmp_path, *args)
+    assert proc.returncode == code, proc.stderr
+    assert not [m for m in HEAVY if m in modules]
