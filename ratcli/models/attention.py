@@ -26,9 +26,13 @@ import torch.nn.functional as F
 __all__ = ["RegionPlan", "region_attention", "window_attention", "batch_region_ids"]
 
 # Cost model of one SDPA call, in units of one attention score (all heads): a call costs
-# about as much as _CALL_COST scores, a query row as much as _ROW_COST scores (8 heads,
-# head_dim 16, one thread: ~25 us per call, ~2 ns per score and ~40 ns per row per head).
-_CALL_COST = 1600.0
+# about as much as _CALL_COST scores, a query row as much as _ROW_COST scores. A call's
+# true cost is more than its kernel time (its slice of qkv, its mask, its part of the
+# concatenation): whole forwards with real region maps (classical partitioner) ran
+# fastest at 40000 (rat-sr-x4 on a CMU-1 crop 15-18 s vs 28-32 s at the earlier 1600,
+# from kernel timings alone; rat-ct on a 512^2 slice 18-20 s vs 27-33 s; one thread on
+# the loaded 2-core CPU, outputs equal to 1e-4): fewer, more padded calls.
+_CALL_COST = 40000.0
 _ROW_COST = 20.0
 
 
