@@ -49,9 +49,9 @@ def activity_guard(low: np.ndarray, restored: np.ndarray, *,
     (`_significance`), d is added back: flagged spots get the input's own, unbiased
     activity. A cold flagged region of more than `rim_voxels` (activity the network
     spilled past the edge of a hot organ) is then median-filtered (`_calm_rims`), so the
-    input's noise does not come back as a speckled rim; None turns that off. The settings
-    were chosen on lesions inserted into the training and validation slabs of the real
-    PET (weights/README.md). Returns float32 >= 0.
+    input's noise does not come back as a speckled rim; None turns that off. The
+    settings were chosen on lesions inserted into the training and validation slabs of
+    the real PET (weights/README.md). Returns float32 >= 0.
     """
     from scipy import ndimage
 
@@ -60,9 +60,11 @@ def activity_guard(low: np.ndarray, restored: np.ndarray, *,
     out = np.asarray(restored, dtype=np.float32)
     top = float(np.percentile(out, 99.9)) if out.size else 0.0
     body = out > _BODY * top
-    if top <= 0 or not body.any():
-        return restored.astype(np.float32)
     d = x - out
+    # a network that changed nothing removed nothing (only rounding, which the
+    # MAD-standardised test below would take for signal)
+    if top <= 0 or not body.any() or np.abs(d).max() <= 1e-4 * top:
+        return restored.astype(np.float32)
     weight = np.zeros_like(d)
     for sigma in sigmas:
         np.maximum(weight, _significance(d, out, sigma, z, body, top), out=weight)
@@ -75,15 +77,17 @@ def activity_guard(low: np.ndarray, restored: np.ndarray, *,
 
 def _calm_rims(guarded: np.ndarray, d: np.ndarray, weight: np.ndarray, rim_voxels: int
                ) -> None:
-    """Median-filter (3x3x3, in place) the cold flagged regions of more than `rim_voxels`.
+    """Median-filter (3x3x3, in place) the guarded volume in the cold flagged regions of
+    more than `rim_voxels`.
 
-    Cold = the residual smoothed by 1 voxel is <= 0: the network put activity there that
-    the input does not have, which next to a hot organ (the bladder) is its blurred edge.
-    Putting d back there gives each voxel the input's own Poisson noise, at the noise
-    level of the organ next door; a median keeps the edge as the input has it and drops
-    the speckle. Hot regions and small cold ones (lesions; a cold sphere of radius 3
-    voxels flags about 200) keep d as is: their unbiased mean matters more than their
-    noise.
+    Cold = d smoothed by 1 voxel is <= 0: the network put activity there that the input
+    does not have, which next to a hot organ (the bladder) is its blurred edge. Putting
+    d back there as is gives each voxel the input's own Poisson noise, at the noise level
+    of the organ next door; a median of the guarded volume (not of d, whose median next
+    to the organ takes in the organ's own loss) keeps the edge where the input has it
+    and drops the speckle. Hot regions and small cold
+    ones (lesions; a cold sphere of radius 3 voxels flags about 200) keep d as is: their
+    unbiased mean matters more than their noise.
     """
     from scipy import ndimage
 
