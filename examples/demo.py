@@ -5,7 +5,7 @@
 
 - ct_series/ (1/4-dose chest CT, DICOM) -> `rat denoise`, task ct, weights rat-ct
 - pet.nii.gz (1/4-count pelvis PET)     -> `rat denoise`, task pet, weights rat-pet
-- slide.tif (pyramidal H&E slide)       -> `rat sr --scale 2`, weights rat-sr-x2
+- he_tissue.tif (real H&E, pyramidal)  -> `rat sr --scale 2`, weights rat-sr-x2
 - ct_series/IM0001.dcm                   -> `rat regions`: LiteMedSAM region map + overlay
 
 Each goes through the public API (`ratcli.api.restore_path`, the code path of the CLI)
@@ -18,8 +18,10 @@ rerun elsewhere can change a few pixels of a PNG, and rewriting them on every de
 would dirty the tree without a real change.
 
 ct_series/ (3 slices of 512x512) and pet.nii.gz (24 x 96 x 96) are excerpts of real
-scans at a simulated 1/4 dose (examples/README.md). On 2 idle cores the demo itself took
-50 s (CT series 7 s, PET 2 s, slide 40 s), after the install.
+scans at a simulated 1/4 dose, he_tissue.tif (550 x 550 at 0.454 um/px) real H&E tissue
+from OpenSlide's OS-1 test slide at half its scanned resolution (examples/README.md).
+On 2 idle cores the CT series took 7 s and the PET 2 s; the H&E slide took 66 s on the
+2 cores while other work ran.
 """
 
 from __future__ import annotations
@@ -56,7 +58,7 @@ class Example:
 EXAMPLES = (
     Example("ct_series", "ct_series", {"mode": "denoise", "task": "ct"}, "ct"),
     Example("pet.nii.gz", "pet.nii.gz", {"mode": "denoise", "task": "pet"}, "pet"),
-    Example("slide.tif", "slide-x2.tif", {"mode": "sr", "scale": 2}, "slide"),
+    Example("he_tissue.tif", "he_tissue-x2.tif", {"mode": "sr", "scale": 2}, "slide"),
 )
 
 

@@ -1,4 +1,5 @@
-"""Write the real-scan examples, ct_series/ and pet.nii.gz, from public scans (deterministic).
+"""Write the real examples, ct_series/, pet.nii.gz and he_tissue.tif, from public scans
+(deterministic).
 
     python examples/make_real_examples.py SHARED_DATA_DIR            # writes into examples/
     python examples/make_real_examples.py SHARED_DATA_DIR --out DIR
@@ -9,6 +10,9 @@ its README.md says how they were made). Sources:
   demos/data/ct_lung -> ct/lung-pet-ct-dx-a0002-chest.nii.gz.
 - PET: TCIA QIN-HEADNECK-01-0024, whole-body FDG PET in Bq/ml (CC BY), via FNNDSC/data,
   dicom/rsna_2/PET (commit d2960f2) -> pet/qin-headneck-01-0024-pet.nii.gz.
+- H&E: a crop of OpenSlide's OS-1 test slide (Hamamatsu, 0.227 um/px; OpenSlide test
+  data, "free to use and distribute"), via petebankhead/2022-qupath-cell-detection,
+  images/OS-1-detail.ome.tif (commit 4632a17) -> he/openslide-os1-he-hamamatsu-0.227um.png.
 
 Outputs (both from the held-out test parts of weights/recipes/prepare_real.py, never
 trained on; the low-dose inputs are simulated with its simulators):
@@ -20,6 +24,9 @@ trained on; the low-dose inputs are simulated with its simulators):
   Bq/ml, the scan's spacing, origin moved to the first kept voxel.
 - ct_reference.nii.gz: full-dose HU of a 128 x 128 crop (y 160-287, x 96-223) of slice 14,
   the clean reference the shipped-weights test degrades and restores.
+- he_tissue.tif: the whole 1100 x 1100 H&E crop at half resolution (anti-aliased bicubic,
+  the SR models' training degradation `BicubicDown`): 550 x 550 at 0.454 um/px, about a
+  20x scan, as a pyramidal JPEG BigTIFF like a slide. No shipped model saw this slide.
 
 The source files are checked by SHA-256, and every seed, UID and date is fixed, so a
 rerun writes the same pixels and UIDs.
@@ -34,18 +41,22 @@ from pathlib import Path
 import numpy as np
 
 from ratcli.io import Domain, Image, atomic_output, read, write
+from ratcli.io.wsi import PyramidWriter, slide_tiles
 from ratcli.phantom_dicom import save_datasets, synthetic_series
-from ratcli.training.degrade import LowCountPET, LowDoseCT
+from ratcli.training.degrade import BicubicDown, LowCountPET, LowDoseCT
 
-__all__ = ["make_real_ct", "make_real_pet", "crop", "main"]
+__all__ = ["make_real_ct", "make_real_pet", "make_real_he", "crop", "main"]
 
 HERE = Path(__file__).resolve().parent
 CT_FILE = "ct/lung-pet-ct-dx-a0002-chest.nii.gz"
 PET_FILE = "pet/qin-headneck-01-0024-pet.nii.gz"
+HE_FILE = "he/openslide-os1-he-hamamatsu-0.227um.png"
 SHA256 = {
     CT_FILE: "9b79d805d145d5b4714f4dd68632a39156c2ac55b4ae67d9cc7e9f66abf9732a",
     PET_FILE: "929f0f2dc893ad885fde9105ab5c498d2c7b20f316506a8ada091f381e145607",
+    HE_FILE: "7061f97893e02bf745c5660d18d09d1eb455e68d0ebc7d0b74f95b72a339f6f7",
 }
+HE_MPP = 0.227  # um per pixel of the source scan
 DOSE = 0.25
 CT_FILTER = "ramp"
 CT_Z = slice(13, 16)  # the test scan's slices through lungs, heart and hila
@@ -94,6 +105,21 @@ def make_real_pet(shared: Path, out_dir: Path) -> Path:
     return write(image, out_dir / "pet.nii.gz", overwrite=True)
 
 
+def make_real_he(shared: Path, out_dir: Path) -> Path:
+    """The H&E crop at half resolution as a pyramidal JPEG slide; returns the file."""
+    full = _read_checked(shared, HE_FILE).array[0]  # (1101, 1101, 3) uint8
+    even = full[: full.shape[0] // 2 * 2, : full.shape[1] // 2 * 2]
+    half = BicubicDown(scale=2)(np.ascontiguousarray(even), np.random.default_rng(SEED))
+    mpp = 2 * HE_MPP
+    h, w = half.shape[:2]
+    out = out_dir / "he_tissue.tif"
+    with atomic_output(out, overwrite=True) as tmp:
+        PyramidWriter(tmp, width=w, height=h, mpp=(mpp, mpp),
+                      description="OpenSlide OS-1 (H&E, Hamamatsu) crop at half resolution; "
+                                  "OpenSlide test data").write(slide_tiles(half, 256))
+    return out
+
+
 def crop(image: Image, z: slice, y: slice = slice(None), x: slice = slice(None)) -> Image:
     """The (z, y, x) box of `image` (unit steps) with the origin moved to its first voxel,
     so every kept voxel keeps its position in patient space."""
@@ -133,7 +159,7 @@ def main(argv: list[str] | None = None) -> list[Path]:
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     return [make_real_ct(args.shared, args.out), make_real_pet(args.shared, args.out),
-            make_ct_reference(args.shared, args.out)]
+            make_ct_reference(args.shared, args.out), make_real_he(args.shared, args.out)]
 
 
 if __name__ == "__main__":

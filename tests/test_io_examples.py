@@ -56,7 +56,11 @@ def test_real_examples_are_up_to_date(tmp_path):
     import pydicom
 
     made = _load("make_real_examples").main([str(SHARED), "--out", str(tmp_path)])
-    assert sorted(p.name for p in made) == ["ct_reference.nii.gz", "ct_series", "pet.nii.gz"]
+    assert sorted(p.name for p in made) == ["ct_reference.nii.gz", "ct_series", "he_tissue.tif",
+                                            "pet.nii.gz"]
+    he_new, he_old = (read(root / "he_tissue.tif") for root in (tmp_path, EXAMPLES))
+    assert he_new.array.tobytes() == he_old.array.tobytes() and he_new.meta["mpp"] == (
+        0.454, 0.454)
     new, old = (sorted((root / "ct_series").iterdir()) for root in (tmp_path, EXAMPLES))
     assert [p.name for p in new] == [p.name for p in old]
     for a, b in zip(new, old, strict=True):
