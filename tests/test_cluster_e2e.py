@@ -92,6 +92,19 @@ def _log(paths: list[Path]) -> list[dict]:
             for line in p.read_text().splitlines()]
 
 
+def _temps(out: Path, mark: str) -> list[Path]:
+    """rat's temp entries (`.rat-tmp-<host>.<pid>-...`) with `mark` in their name, in the
+    patient folders under `out` (where the series' temp folders are made)."""
+    found = []
+    try:
+        for folder in out.iterdir():
+            found += [p for p in folder.iterdir() if p.name.startswith(".rat-tmp-")
+                      and mark in p.name]
+    except (FileNotFoundError, NotADirectoryError):
+        pass  # a folder made or renamed meanwhile
+    return found
+
+
 def test_torchrun_two_processes_write_what_one_process_writes(archive, tmp_path):
     folder, ref = archive
     out, logs = tmp_path / "out", tmp_path / "logs"
@@ -142,9 +155,16 @@ def test_a_shard_killed_with_sigkill_finishes_with_skip_existing(archive, tmp_pa
     deadline = time.monotonic() + 240
     while len(_log(logs[:1])) < 3 and victim.poll() is None and time.monotonic() < deadline:
         time.sleep(0.005)
+    # halfway: kill it while it writes its next output, when that can be caught in time
+    mine = f".{victim.pid}-"
+    deadline = time.monotonic() + 1.0
+    while not _temps(out, mine) and victim.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.0005)
     assert victim.poll() is None, "shard 1 finished before it could be killed"
     victim.send_signal(signal.SIGKILL)
     victim.wait()
+    for temp in _temps(out, mine):  # cut short while writing: nothing at the final name
+        assert not (temp.parent / "-".join(temp.name.split("-")[4:])).exists()
     finished = {r["input"] for r in _log(logs[:1])}
     assert 3 <= len(finished) < SERIES // 2  # killed halfway through its 6 inputs
     assert other.wait(timeout=300) == 0
@@ -155,7 +175,7 @@ def test_a_shard_killed_with_sigkill_finishes_with_skip_existing(archive, tmp_pa
     rerun_status = {json.loads(line)["input"]: json.loads(line)["status"]
                     for line in rerun.stdout.splitlines()}
     assert {i for i, s in rerun_status.items() if s == "exists"} == finished
-    assert not [p for p in out.rglob(".rat-tmp-*")]  # the killed write left nothing
+    assert not _temps(out, ".rat-tmp-")  # a write the kill cut short left nothing
     _assert_same_outputs(out, ref)
     records = _log(logs)
     done = [r["input"] for r in records if r["status"] == "ok"]
