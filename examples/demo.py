@@ -20,7 +20,7 @@ would dirty the tree without a real change.
 ct_series/ (3 slices of 512x512) and pet.nii.gz (24 x 96 x 96) are excerpts of real
 scans at a simulated 1/4 dose, he_tissue.tif (550 x 550 at 0.454 um/px) real H&E tissue
 from OpenSlide's OS-1 test slide at half its scanned resolution (examples/README.md).
-On 2 idle cores the CT series took 7 s and the PET 2 s; the H&E slide took 66 s on the
+On 2 idle cores the CT series took 7 s and the PET 2 s; the H&E slide took 137 s on the
 2 cores while other work ran.
 """
 
