@@ -5,7 +5,8 @@ uncompressed strip, as tifffile and many lab tools write it), so the model does 
 work on every size and the rest takes the bicubic background path; what grows 16x is the
 data streamed through the reader, the chunker and the writer. Each run is a fresh
 `python -m ratcli sr` subprocess (under a small wrapper that reports the child's
-ru_maxrss), with a small random-init checkpoint (fast settings: width 8, one RAT group).
+ru_maxrss), with a small random-init checkpoint (fast settings: width 8, one RAT group)
+and the classical partitioner (the default one would add its own model's memory).
 Prints peak RSS and wall time per size and the largest / smallest ratio (target <= 1.2).
 `--in-memory N` also runs size N the old way (the whole image in memory, as every plain
 image was before streaming) for comparison; `--png` also runs each size as a PNG (which
@@ -120,7 +121,7 @@ def main(argv: list[str] | None = None) -> None:
                    else [sys.executable, "-c", IN_MEMORY])
             cmd = [*rat, "sr", str(src), "-o", str(out), "--scale", str(args.scale),
                    "--weights", str(weights), "--tile", str(args.tile), "--quiet",
-                   "--device", "cpu"]
+                   "--device", "cpu", "--regions", "classical"]
             kib, seconds = measure(cmd)
             levels = 1
             if suffix == ".tif":
