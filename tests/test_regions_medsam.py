@@ -182,7 +182,7 @@ def test_ct_and_he_follow_structure_and_are_deterministic(no_network):
     np.testing.assert_array_equal(first, ct_part(ct))  # same input, same map
     he_part = make_partitioner("litemedsam", cache=False, reuse_diff=0).for_task(None)
     he = _he_tile()
-    first = _check_structure(he_part, he, min_regions=6, min_ratio=0.9)
+    first = _check_structure(he_part, he, min_regions=5, min_ratio=1.15)
     np.testing.assert_array_equal(first, he_part(he))
 
 
@@ -200,9 +200,10 @@ def test_a_series_reuses_maps_of_slices_that_barely_change():
 
 
 def test_a_model_s_recorded_partitioner_is_used_and_a_named_other_warns_once(tmp_path):
+    from helpers import SMALL
+
     from ratcli.api import Session
     from ratcli.models import RATConfig, build_rat, save_checkpoint
-    from helpers import SMALL
 
     cfg = RATConfig(in_channels=1, out_channels=1, **SMALL)
     path = tmp_path / "ct.pt"

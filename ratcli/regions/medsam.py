@@ -80,7 +80,7 @@ class LiteMedSamPartitioner(Partitioner):
         decode_grid: int = 32,
         prompts: str = "boxes",
         points_per_side: int = 8,
-        min_support: float = 0.5,
+        min_support: float = 0.6,
         reuse_diff: float = 4.0,
         ct_window: tuple[float, float] = CT_WINDOW,
         device: str = "auto",

@@ -67,7 +67,7 @@ class BoxGridMaskGenerator:
         decode_grid: int = 32,
         prompts: str = "boxes",
         points_per_side: int = 8,
-        min_support: float = 0.5,
+        min_support: float = 0.6,
     ) -> None:
         if prompts not in ("boxes", "points", "both"):
             raise ValueError(f"prompts must be boxes, points or both, got {prompts!r}")
@@ -213,14 +213,15 @@ def _edge_support(masks: torch.Tensor, edges: np.ndarray) -> torch.Tensor:
 
 
 def _image_edges(image: torch.Tensor, valid: tuple[int, int], shape: tuple[int, int], *,
-                top: float = 0.25) -> np.ndarray:
+                top: float = 0.25, sigma: float = 2.0) -> np.ndarray:
     """(mh, mw) bool: the `top` fraction of the strongest gradients of the model input
-    (grey, smoothed 1 px) at mask resolution, widened by 1 mask pixel."""
+    (grey, smoothed by `sigma` px of the 256 frame: structure, not noise or single
+    nuclei) at mask resolution, widened by 1 mask pixel."""
     from scipy import ndimage
 
     h, w = valid
     grey = image.mean(0)[:h, :w].numpy()
-    grey = ndimage.gaussian_filter(grey, 1.0)
+    grey = ndimage.gaussian_filter(grey, sigma)
     mag = np.hypot(ndimage.sobel(grey, 0), ndimage.sobel(grey, 1))
     mh, mw = shape
     ys = np.minimum((np.arange(mh) + 0.5) * h / mh, h - 1).astype(int)
