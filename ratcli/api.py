@@ -314,7 +314,8 @@ def _restore_source(session: Session, source: Source, out: Path, *, overwrite: b
         report = restore_stream(source, out, restorer, overwrite=overwrite,
                                 provenance=provenance)
         h, w = report.levels[0] if report.levels else (0, 0)
-        return task, (f"slide {w}x{h} px, {len(report.levels)} levels; chunks: "
+        what = "slide" if source.kind == "slide" else "image (streamed)"
+        return task, (f"{what} {w}x{h} px, {len(report.levels)} levels; chunks: "
                       f"{report.chunks_model} by the model, {report.chunks_background} "
                       f"background (bicubic); tissue {report.tissue_fraction:.0%}")
     image = read(source, max_pixels=session.max_pixels)
