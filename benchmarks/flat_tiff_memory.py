@@ -5,8 +5,9 @@ uncompressed strip, as tifffile and many lab tools write it), so the model does 
 work on every size and the rest takes the bicubic background path; what grows 16x is the
 data streamed through the reader, the chunker and the writer. Each run is a fresh
 `python -m ratcli sr` subprocess (under a small wrapper that reports the child's
-ru_maxrss), with a small random-init checkpoint (fast settings: width 8, one RAT group)
-and the classical partitioner (the default one would add its own model's memory).
+ru_maxrss: wsi_memory.measure), with a small random-init checkpoint (fast settings:
+width 8, one RAT group) and the classical partitioner (the default one would add its own
+model's memory).
 Prints peak RSS and wall time per size and the largest / smallest ratio (target <= 1.2).
 `--in-memory N` also runs size N the old way (the whole image in memory, as every plain
 image was before streaming) for comparison; `--png` also runs each size as a PNG (which
@@ -20,31 +21,21 @@ Needs about 1 GB of free disk for the 8000^2 TIFF and its x2 output (deleted aft
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 import tifffile
-import torch
 
-from ratcli.models import RATConfig, build_rat, save_checkpoint
+# the same subprocess measurement and checkpoint as the slide benchmark beside this file
+from wsi_memory import measure, small_sr_checkpoint
+
 from ratcli.phantoms import he_tile
 
 PATCH = 512
 PATCHES_AT = ((200, 300), (900, 1300), (1400, 400))  # top-left (y, x) of the tissue
 
-# Runs the command in argv[1:], then prints the child's peak RSS in KiB (Linux).
-WRAPPER = (
-    "import resource, subprocess, sys, json\n"
-    "rc = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL).returncode\n"
-    "print(json.dumps({'rc': rc, "
-    "'maxrss_kib': resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss}))\n"
-)
 # `rat` with plain images never streamed: the path every PNG/TIFF took before.
 IN_MEMORY = ("import sys; from ratcli.io import plain_stream; "
              "plain_stream.STREAM_MIN_PIXELS = 1 << 62; "
@@ -75,19 +66,6 @@ def as_png(tif: Path, png: Path) -> None:
     tif.unlink()
 
 
-def measure(cmd: list[str]) -> tuple[int, float]:
-    """(peak RSS in KiB, wall seconds) of `cmd` run in a fresh process."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    t0 = time.perf_counter()
-    out = subprocess.run([sys.executable, "-c", WRAPPER, *cmd], capture_output=True,
-                         text=True, env=env, check=True)
-    seconds = time.perf_counter() - t0
-    rec = json.loads(out.stdout.strip().splitlines()[-1])
-    if rec["rc"] != 0:
-        raise SystemExit(f"rat sr failed (exit {rec['rc']}): {' '.join(cmd)}")
-    return rec["maxrss_kib"], seconds
-
-
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", type=int, nargs="+", default=[2000, 8000])
@@ -103,11 +81,7 @@ def main(argv: list[str] | None = None) -> None:
 
     with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
         work = Path(tmp)
-        torch.manual_seed(0)
-        cfg = RATConfig(in_channels=3, out_channels=3, width=8, num_groups=1,
-                        layers_per_group=1, enc_blocks=1, dec_blocks=1, scale=args.scale)
-        weights = work / "sr.pt"
-        save_checkpoint(weights, build_rat(cfg), cfg, meta={"task": f"sr-x{args.scale}"})
+        weights = small_sr_checkpoint(work / "sr.pt", args.scale)
         runs = [(size, "streamed", ".tif") for size in args.sizes]
         runs += [(size, "in memory", ".tif") for size in args.in_memory]
         runs += [(size, "streamed", ".png") for size in args.sizes if args.png]

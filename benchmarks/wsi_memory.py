@@ -59,6 +59,15 @@ def synthetic_slide(path: Path, size: int) -> None:
                   mpp=(0.5, 0.5)).write(tiles())
 
 
+def small_sr_checkpoint(path: Path, scale: int) -> Path:
+    """A random-init SR checkpoint with fast settings (width 8, one RAT group) at `path`."""
+    torch.manual_seed(0)
+    cfg = RATConfig(in_channels=3, out_channels=3, width=8, num_groups=1,
+                    layers_per_group=1, enc_blocks=1, dec_blocks=1, scale=scale)
+    save_checkpoint(path, build_rat(cfg), cfg, meta={"task": f"sr-x{scale}"})
+    return path
+
+
 def measure(cmd: list[str]) -> tuple[int, float]:
     """(peak RSS in KiB, wall seconds) of `cmd` run in a fresh process."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -82,11 +91,7 @@ def main(argv: list[str] | None = None) -> None:
 
     with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
         work = Path(tmp)
-        torch.manual_seed(0)
-        cfg = RATConfig(in_channels=3, out_channels=3, width=8, num_groups=1,
-                        layers_per_group=1, enc_blocks=1, dec_blocks=1, scale=args.scale)
-        weights = work / "sr.pt"
-        save_checkpoint(weights, build_rat(cfg), cfg, meta={"task": f"sr-x{args.scale}"})
+        weights = small_sr_checkpoint(work / "sr.pt", args.scale)
         rows = []
         for size in args.sizes:
             slide, out = work / f"slide{size}.tif", work / f"out{size}.tif"
