@@ -4,8 +4,7 @@ read band by band, PNG/JPEG decoded once, and the streamed result equals the in-
 import numpy as np
 import pytest
 import tifffile
-import torch
-import torch.nn.functional as F
+from helpers import LocalSR
 from PIL import Image as PILImage
 
 from ratcli.inference import Restorer
@@ -14,24 +13,6 @@ from ratcli.io import find_inputs, plain_stream, read, streams, write
 from ratcli.io.plain_stream import TiffRegionReader
 from ratcli.phantoms import he_tile
 from ratcli.tasks import TASKS
-
-
-class _LocalSR(torch.nn.Module):
-    """x2/x4 RGB model with a 2-px receptive field: chunks with any halo give exactly the
-    whole-image result (as in test_wsi)."""
-
-    in_channels, out_channels, multiple = 3, 3, 16
-
-    def __init__(self, scale: int = 2) -> None:
-        super().__init__()
-        torch.manual_seed(0)
-        self.scale = scale
-        self.body = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.Tanh(),
-                                        torch.nn.Conv2d(8, 3, 3, padding=1))
-
-    def forward(self, x, regions=None):
-        up = F.interpolate(x, scale_factor=self.scale, mode="bilinear", align_corners=False)
-        return up + 0.05 * self.body(up)
 
 
 def _picture(h: int, w: int) -> np.ndarray:
@@ -74,7 +55,7 @@ def test_tiff_region_reader_matches_the_whole_image(tmp_path, layout):
 def test_streamed_flat_tiff_equals_the_in_memory_result(tmp_path, scale, layout):
     rgb = _picture(130, 260)
     tifffile.imwrite(tmp_path / "in.tif", rgb, photometric="rgb", **LAYOUTS[layout])
-    restorer = Restorer(_LocalSR(scale), TASKS[f"sr-x{scale}"], tile=128, device="cpu",
+    restorer = Restorer(LocalSR(scale), TASKS[f"sr-x{scale}"], tile=128, device="cpu",
                         guard=False)
     report = restore_stream(tmp_path / "in.tif", tmp_path / "out.tif", restorer,
                             skip_background=False)
@@ -94,7 +75,7 @@ def test_streamed_rgba_png_keeps_alpha_and_equals_the_in_memory_result(tmp_path)
     alpha[:, :40] = 0  # a transparent margin
     alpha[60:80] = 128
     PILImage.fromarray(np.dstack([rgb, alpha])).save(tmp_path / "in.png")
-    restorer = Restorer(_LocalSR(), TASKS["sr-x2"], tile=128, device="cpu", guard=False)
+    restorer = Restorer(LocalSR(), TASKS["sr-x2"], tile=128, device="cpu", guard=False)
     restore_stream(tmp_path / "in.png", tmp_path / "out.png", restorer)
     got = np.asarray(PILImage.open(tmp_path / "out.png"))
     image = read(tmp_path / "in.png")

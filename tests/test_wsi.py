@@ -5,6 +5,7 @@ import openslide
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import LocalSR
 
 from ratcli.errors import InputFormatError, OutputExistsError, UsageError
 from ratcli.inference import Restorer
@@ -258,29 +259,11 @@ def test_streamed_and_in_memory_slide_outputs_share_one_pyramid_layout(tmp_path)
     assert {(tw, tl) for _, tw, tl in layouts[0]} == {(SLIDE_WRITER.tile_px,) * 2}
 
 
-class _LocalSR(torch.nn.Module):
-    """x2 (or x4) RGB model with a 2-px receptive field: tiles and chunks with any halo >= 2 px
-    give exactly the whole-image result, so chunking can be checked bit for bit."""
-
-    in_channels, out_channels, multiple = 3, 3, 16
-
-    def __init__(self, scale: int = 2) -> None:
-        super().__init__()
-        torch.manual_seed(0)
-        self.scale = scale
-        self.body = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.Tanh(),
-                                        torch.nn.Conv2d(8, 3, 3, padding=1))
-
-    def forward(self, x, regions=None):
-        up = F.interpolate(x, scale_factor=self.scale, mode="bilinear", align_corners=False)
-        return up + 0.05 * self.body(up)
-
-
 def test_bands_of_several_tile_rows_give_the_in_memory_result(tmp_path):
     from ratcli.inference.slide import band_rows
 
     _slide(tmp_path / "in.tif", h=300, w=700, tissue=(40, 60, 200))
-    restorer = Restorer(_LocalSR(), TASKS["sr-x2"], tile=512, device="cpu", guard=False)
+    restorer = Restorer(LocalSR(), TASKS["sr-x2"], tile=512, device="cpu", guard=False)
     # 512-px tiles hold three 128-row bands with their 32-px halo
     assert band_rows(512, scale=2, halo_px=32, width_px=1400) == 3
     assert band_rows(512, scale=2, halo_px=32, width_px=10**6) == 1  # memory cap
@@ -317,7 +300,7 @@ def test_chunk_spans_join_a_thin_remainder_that_fits_one_restorer_tile():
 
 def test_a_slide_within_one_restorer_tile_is_one_chunk_as_in_memory(tmp_path):
     _slide(tmp_path / "in.tif", h=300, w=420, tissue=(40, 60, 200))
-    restorer = Restorer(_LocalSR(), TASKS["sr-x2"], tile=512, device="cpu", guard=False)
+    restorer = Restorer(LocalSR(), TASKS["sr-x2"], tile=512, device="cpu", guard=False)
     report = restore_slide(tmp_path / "in.tif", tmp_path / "out.tif", restorer,
                            skip_background=False,
                            slide_writer=SlideWriterConfig(compression="lossless"))
@@ -337,7 +320,7 @@ def test_streamed_slides_of_any_size_match_the_in_memory_result(tmp_path, scale,
     rgb = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
     PyramidWriter(tmp_path / "in.tif", width=w, height=h, mpp=(0.5, 0.5)).write(
         slide_tiles(rgb, 256))
-    restorer = Restorer(_LocalSR(scale), TASKS[f"sr-x{scale}"], device="cpu", guard=False)
+    restorer = Restorer(LocalSR(scale), TASKS[f"sr-x{scale}"], device="cpu", guard=False)
     restore_slide(tmp_path / "in.tif", tmp_path / "out.tif", restorer, skip_background=False,
                   slide_writer=SlideWriterConfig(compression="lossless"))
     got = np.asarray(openslide.OpenSlide(tmp_path / "out.tif").read_region(
