@@ -177,3 +177,24 @@ def test_init_starts_from_given_weights_and_refuses_other_settings(tmp_path):
     with pytest.raises(UsageError, match="model settings differ"):
         init_from(build_rat(TrainConfig(**TINY | dict(width=8)).model_config()), str(path),
                   TrainConfig(**TINY | dict(width=8)).model_config())
+
+
+def test_training_regions_see_the_task_like_inference(tmp_path, monkeypatch):
+    """LiteMedSAM's view of a CT slice is its W400/L40 window, which it only knows from
+    the task (`for_task`): training must hand the partitioner the task, as inference does,
+    or its maps differ from the ones the model later runs with."""
+    import ratcli.regions as regions
+    from ratcli.regions.classical import ClassicalPartitioner
+
+    seen = []
+
+    class Recording(ClassicalPartitioner):
+        def for_task(self, task):
+            seen.append(task.name)
+            return self
+
+    monkeypatch.setattr(regions, "make_partitioner", lambda method, **kw: Recording())
+    TrainConfig(regions="litemedsam")  # a valid choice
+    Trainer(TrainConfig(**TINY | dict(iters=1, val_every=1, regions="litemedsam", width=8,
+                                      heads=4)), tmp_path / "run").fit()
+    assert seen == ["ct"]

@@ -74,7 +74,7 @@ def train(
                             "1e-6."),
     focal_beta: float | None = _opt("--focal-beta", "Focal region loss beta (default 1.0); "
                                     "0 = L1."),
-    regions: str | None = _opt("--regions", "none | classical | sam | auto (default "
+    regions: str | None = _opt("--regions", "none | classical | litemedsam | sam | auto (default "
                                "classical)."),
     region_attn: bool | None = _opt("--region-attn/--window-only", "Region attention, or "
                                     "window attention only (the ablation)."),

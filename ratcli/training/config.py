@@ -49,7 +49,7 @@ class TrainConfig:
     decay from lr to lr_min over `iters`. grad_clip: max global grad norm (0 = off).
     focal_beta: focal region loss beta (0 = plain L1). overshoot_weight: weight of the
     overshoot loss (losses.overshoot_loss, against halos next to edges; 0 = off).
-    regions: none | classical | sam | auto. dose, photons, electronic_noise, counts,
+    regions: none | classical | litemedsam | sam | auto. dose, photons, electronic_noise, counts,
     blur_sigma, noise_sigma, jpeg_quality: degradation simulator settings. seed: seeds
     model init, patches and simulation; realizations: simulated inputs per single-quality
     training volume. init: weights (path or manifest name) to start from instead of a fresh
@@ -118,8 +118,8 @@ class TrainConfig:
             (self.overshoot_weight >= 0, "overshoot_weight must be >= 0"),
             (self.val_every >= 1 and self.log_every >= 1 and self.val_max >= 1,
              "val_every, log_every, val_max must be >= 1"),
-            (self.regions in ("none", "classical", "sam", "auto"),
-             f"regions {self.regions!r}: choose none, classical, sam or auto"),
+            (self.regions in ("none", "classical", "litemedsam", "sam", "auto"),
+             f"regions {self.regions!r}: choose none, classical, litemedsam, sam or auto"),
         ]
         for ok, why in checks:
             if not ok:

@@ -177,7 +177,9 @@ class Trainer:
             # a different simulation seed, so validation noise never equals training noise
             val = load_pairs(val_data, spec, degradation=degradation, seed=cfg.seed + 1)
             val_record = val_data.describe()
-        partitioner = self._partitioner()
+        # the task decides the partitioner's view of a slice (LiteMedSAM's CT window),
+        # as at inference (regions.for_model)
+        partitioner = self._partitioner().for_task(spec)
         self.train_slices = prepare_slices(train, spec, partitioner=partitioner)
         val_slices = prepare_slices(val, spec, partitioner=partitioner)
         keep = np.unique(np.linspace(0, len(val_slices) - 1, cfg.val_max).round().astype(int))
