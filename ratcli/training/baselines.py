@@ -1,5 +1,7 @@
 """Classical baselines for `rat evaluate`: the input itself, non-local means, total
-variation, BM3D (when the `bm3d` package is installed) and bicubic upsampling for SR.
+variation, BM3D (when the `bm3d` package is installed) and bicubic upsampling for SR;
+the best-of-grid ("oracle") baselines GRID_BASELINES, which pick their setting with
+the target, run through oracle.py's `run_best` instead of `run_baseline`.
 
 Denoisers work on the task-normalised slice. Given the target (`rat evaluate` always has
 it), they get the true noise level, sigma = std(input - target) of that slice, the
@@ -31,14 +33,17 @@ import torch.nn.functional as F
 from ratcli.errors import UsageError
 from ratcli.tasks import TaskSpec
 
-__all__ = ["BASELINES", "baselines_for", "run_baseline"]
+__all__ = ["BASELINES", "GRID_BASELINES", "baselines_for", "run_baseline"]
 
 # Strength multiples of sigma (see the module docstring): (true sigma, estimated sigma).
 NLM_H = (0.8, 1.0)
 TV_WEIGHT = (1.0, 2.0)
 BM3D_SIGMA = (1.0, 2.0)
+STRENGTHS = {"nlm": NLM_H, "tv": TV_WEIGHT, "bm3d": BM3D_SIGMA}
 
-DENOISE_BASELINES = ("input", "nlm", "tv", "bm3d")
+# Best-of-grid baselines (oracle.py); they need the target to choose their setting.
+GRID_BASELINES = ("tv-best", "nlm-best", "gauss-best")
+DENOISE_BASELINES = ("input", "nlm", "tv", "bm3d", *GRID_BASELINES)
 SR_BASELINES = ("bicubic",)
 BASELINES = DENOISE_BASELINES + SR_BASELINES
 
@@ -70,12 +75,15 @@ def baselines_for(task: TaskSpec, names: list[str] | None = None) -> list[str]:
 
 
 def run_baseline(name: str, volume: np.ndarray, *, task: TaskSpec,
-                 target: np.ndarray | None = None) -> np.ndarray:
+                 target: np.ndarray | None = None,
+                 strength: float | None = None) -> np.ndarray:
     """Apply baseline `name` to an input volume, slice by slice.
 
     volume: (Z, h, w) float32 physical units, or (Z, h, w, 3) uint8 for SR.
     target: the matching full-quality volume, if known: denoisers then get each slice's
     true noise sigma instead of an estimate.
+    strength: nlm/tv/bm3d only: the multiple of sigma to use instead of STRENGTHS
+    (oracle.py's grids).
     Returns the output volume in the same units: (Z, h, w) for denoising,
     (Z, h*s, w*s, 3) uint8 for SR.
     """
@@ -83,27 +91,33 @@ def run_baseline(name: str, volume: np.ndarray, *, task: TaskSpec,
         return _bicubic(volume, task.scale)
     if name == "input":
         return volume.astype(np.float32)
+    if name in GRID_BASELINES:  # oracle.py imports this module, so not the reverse
+        raise ValueError(f"{name}: run it with ratcli.training.oracle.run_best")
     params = task.norm_params(volume)
     norm = task.normalize(volume, params)
     fn = _DENOISERS[name]
     if task.nonnegative:
+        # Anscombe-domain noise is unit whether or not the target is known: true-sigma multiple
+        mult = STRENGTHS[name][0] if strength is None else strength
         clean = None if target is None else task.normalize(target, params)
-        out = np.stack([_poisson_denoise(fn, s, None if clean is None else clean[i])
+        out = np.stack([_poisson_denoise(fn, s, None if clean is None else clean[i], mult)
                         for i, s in enumerate(norm)])
         return task.denormalize(out.astype(np.float32), params)
     if target is None:
-        sig = [(_estimated_sigma(s), 1) for s in norm]
+        sig = [(_estimated_sigma(s), STRENGTHS[name][1]) for s in norm]
     else:
         clean = task.normalize(target, params)
-        sig = [(max(float(np.std(s - c)), 1e-6), 0) for s, c in zip(norm, clean, strict=True)]
-    out = np.stack([fn(s.astype(np.float64), sigma, which)
-                    for s, (sigma, which) in zip(norm, sig, strict=True)])
+        sig = [(max(float(np.std(s - c)), 1e-6), STRENGTHS[name][0])
+               for s, c in zip(norm, clean, strict=True)]
+    out = np.stack([fn(s.astype(np.float64), sigma, mult if strength is None else strength)
+                    for s, (sigma, mult) in zip(norm, sig, strict=True)])
     return task.denormalize(out.astype(np.float32), params)
 
 
-def _poisson_denoise(fn: Callable[[np.ndarray, float, int], np.ndarray], x: np.ndarray,
-                     clean: np.ndarray | None) -> np.ndarray:
-    """Denoise one count-like slice (activity >= 0) in the Anscombe domain."""
+def _poisson_denoise(fn: Callable[[np.ndarray, float, float], np.ndarray], x: np.ndarray,
+                     clean: np.ndarray | None, mult: float = 1.0) -> np.ndarray:
+    """Denoise one count-like slice (activity >= 0) in the Anscombe domain; `fn` gets
+    the Anscombe-domain sigma and the strength multiple `mult`."""
     x = np.clip(x.astype(np.float64), 0.0, None)
     if clean is not None:
         t = np.clip(clean.astype(np.float64), 0.0, None)
@@ -117,11 +131,11 @@ def _poisson_denoise(fn: Callable[[np.ndarray, float, int], np.ndarray], x: np.n
         return x
     z = 2.0 * np.sqrt(x / g + 3 / 8)
     if clean is not None:
-        sigma, which = max(float(np.std(z - 2.0 * np.sqrt(t / g + 3 / 8))), 1e-6), 0
+        sigma = max(float(np.std(z - 2.0 * np.sqrt(t / g + 3 / 8))), 1e-6)
     else:
-        sigma, which = 1.0, 0  # the Anscombe domain's noise is unit by construction
+        sigma = 1.0  # the Anscombe domain's noise is unit by construction
     # below z(0) = 2 sqrt(3/8) the inverse is 0 counts (the closed form diverges there)
-    d = np.maximum(fn(z, sigma, which), 2.0 * np.sqrt(3 / 8))
+    d = np.maximum(fn(z, sigma, mult), 2.0 * np.sqrt(3 / 8))
     r = np.sqrt(1.5)
     counts = 0.25 * d**2 + 0.25 * r / d - 11 / 8 / d**2 + 0.625 * r / d**3 - 0.125
     return np.clip(counts, 0.0, None) * g
@@ -133,27 +147,27 @@ def _estimated_sigma(slice2d: np.ndarray) -> float:
     return max(float(estimate_sigma(slice2d)), 1e-6)
 
 
-# Each denoiser: (slice, sigma, which) -> slice; which = 0 for a true, 1 for an estimated sigma.
-def _nlm(x: np.ndarray, sigma: float, which: int) -> np.ndarray:
+# Each denoiser: (slice, sigma, mult) -> slice, with strength mult * sigma.
+def _nlm(x: np.ndarray, sigma: float, mult: float) -> np.ndarray:
     from skimage.restoration import denoise_nl_means
 
-    return denoise_nl_means(x, h=NLM_H[which] * sigma, sigma=sigma, fast_mode=True,
+    return denoise_nl_means(x, h=mult * sigma, sigma=sigma, fast_mode=True,
                             patch_size=5, patch_distance=6)
 
 
-def _tv(x: np.ndarray, sigma: float, which: int) -> np.ndarray:
+def _tv(x: np.ndarray, sigma: float, mult: float) -> np.ndarray:
     from skimage.restoration import denoise_tv_chambolle
 
-    return denoise_tv_chambolle(x, weight=TV_WEIGHT[which] * sigma)
+    return denoise_tv_chambolle(x, weight=mult * sigma)
 
 
-def _bm3d(x: np.ndarray, sigma: float, which: int) -> np.ndarray:
+def _bm3d(x: np.ndarray, sigma: float, mult: float) -> np.ndarray:
     import bm3d  # optional: the `train` extra
 
-    return np.asarray(bm3d.bm3d(x, sigma_psd=BM3D_SIGMA[which] * sigma))
+    return np.asarray(bm3d.bm3d(x, sigma_psd=mult * sigma))
 
 
-_DENOISERS: dict[str, Callable[[np.ndarray, float, int], np.ndarray]] = {
+_DENOISERS: dict[str, Callable[[np.ndarray, float, float], np.ndarray]] = {
     "nlm": _nlm, "tv": _tv, "bm3d": _bm3d,
 }
 

@@ -13,6 +13,9 @@ overrides it. Where the task has an output guard (inference/guards.py: PET, SR x
 model is reported as `rat denoise`/`rat sr` writes it (guard applied) and as its raw
 network output (`<name>-raw`). Metrics are computed per 2D slice (an "image") in
 physical units; see metrics.py for their definitions and report.py for the file columns.
+The grid baselines (tv-best, nlm-best, gauss-best; oracle.py) choose their setting with
+the target: an upper bound for their filter. Each model's paired difference to the best
+baseline (95 % t interval, images ahead) is in `comparisons` (stats.py).
 """
 
 from __future__ import annotations
@@ -29,11 +32,13 @@ from ratcli.errors import OutputExistsError, UsageError
 from ratcli.inference.guards import apply_guard
 from ratcli.tasks import TaskSpec
 from ratcli.training.activity import VOLUME_COLUMNS, find_hot_spots, volume_metrics
-from ratcli.training.baselines import BASELINES, baselines_for, run_baseline
+from ratcli.training.baselines import BASELINES, GRID_BASELINES, baselines_for, run_baseline
 from ratcli.training.data import VolumePair, load_pairs, parse_data_spec
 from ratcli.training.degrade import Degradation, make_degradation
-from ratcli.training.metrics import CT_DISPLAY_WINDOW, METRIC_COLUMNS, definitions, image_metrics
+from ratcli.training.metrics import METRIC_COLUMNS, definitions, image_metrics
 from ratcli.training.metrics import summarize as summarize_values
+from ratcli.training.oracle import GRIDS, run_best
+from ratcli.training.stats import compare_to_best
 
 if TYPE_CHECKING:
     from ratcli.inference import Restorer
@@ -54,8 +59,9 @@ class EvalReport:
     method (name, kind, weights, sha256, regions); files: {"csv"|"summary"|"json"|
     "figure": path}. PET only: volumes, one dict per volume and method (activity.py's
     VOLUME_COLUMNS: min, total activity and hot-spot changes), and volume_summary, their
-    {method: {column: stats}}. notes: what the user should read (unpaired files left
-    out)."""
+    {method: {column: stats}}. comparisons: stats.compare_to_best's records (each model
+    against the best baseline, per PSNR metric). notes: what the user should read
+    (unpaired files left out, grid baselines at their grid's edge)."""
 
     task: str
     rows: list[dict]
@@ -66,6 +72,7 @@ class EvalReport:
     volumes: list[dict] = field(default_factory=list)
     volume_summary: dict[str, dict[str, dict]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    comparisons: list[dict] = field(default_factory=list)
 
 
 def evaluate(
@@ -114,13 +121,21 @@ def evaluate(
     picks = _figure_picks(pairs, figures)
     records = [r for m in models for r in m.records()]  # guarded and raw outputs
     model_names = [r["name"] for r in records]
+    at_edge = dict.fromkeys(names, 0)  # images whose grid choice is at the grid's edge
     for pair in pairs:
         outputs: dict[str, np.ndarray] = {}
         seconds: dict[str, float] = {}
+        settings: dict[str, list[str]] = {}
         for name in names:
             t0 = time.perf_counter()
-            outputs[name] = run_baseline(name, pair.input.array, task=task,
-                                         target=pair.target.array)
+            if name in GRID_BASELINES:
+                choice = run_best(name, pair.input.array, task=task,
+                                  target=pair.target.array, spacing=pair.input.spacing)
+                outputs[name], settings[name] = choice.output, choice.settings
+                at_edge[name] += choice.at_edge
+            else:
+                outputs[name] = run_baseline(name, pair.input.array, task=task,
+                                             target=pair.target.array)
             seconds[name] = time.perf_counter() - t0
             done += 1
             _tick(on_progress, done, total)
@@ -136,7 +151,7 @@ def evaluate(
             seconds[m.name] = time.perf_counter() - t0
             done += 1
             _tick(on_progress, done, total)
-        rows += _image_rows(pair, outputs, seconds, task, set(model_names))
+        rows += _image_rows(pair, outputs, seconds, settings, task, set(model_names))
         if task.modality == "PT":
             volumes += _volume_rows(pair, outputs)
         shown += [(f"{pair.name}[{z}]", _panels(pair, outputs, z, models, names))
@@ -145,19 +160,31 @@ def evaluate(
     kinds = {n: "baseline" for n in names} | dict.fromkeys(model_names, "model")
     summary = {method: {c: summarize_values([r[c] for r in rows if r["method"] == method])
                         for c in METRIC_COLUMNS} for method in kinds}
-    methods = [{"name": n, "kind": "baseline", "sigma": "true (from the target)"}
-               for n in names] + records
+    methods = [_baseline_record(n) for n in names] + records
+    notes += [f"{n}: {k} image(s) chose the grid's edge setting; the best may lie outside "
+              f"its grid" for n, k in at_edge.items() if k]
+    metrics = ("psnr", "psnr_y8") if task.kind == "sr" else ("psnr", "psnr_window")
     report = EvalReport(task.name, rows, summary, methods, definitions(task), volumes=volumes,
                         volume_summary={method: {c: summarize_values(
                             [r[c] for r in volumes if r["method"] == method])
                             for c in VOLUME_COLUMNS} for method in kinds} if volumes else {},
-                        notes=notes)
+                        notes=notes, comparisons=compare_to_best(
+                            rows, models=model_names, baselines=names, metrics=metrics))
     _write(report, out, kinds, shown, task, spec.describe(),
            None if spec.kind == "paired" else degradation.describe())
     return report
 
 
 # -- private helpers, in call order -----------------------------------------------------
+
+
+def _baseline_record(name: str) -> dict:
+    """A baseline's entry in report.methods: how its strength was set."""
+    if name not in GRID_BASELINES:
+        return {"name": name, "kind": "baseline", "sigma": "true (from the target)"}
+    return {"name": name, "kind": "baseline", "grid": list(GRIDS[name]),
+            "setting": "oracle: the grid value with the best PSNR against the target, per "
+                       + ("volume" if name == "gauss-best" else "image")}
 
 
 def _refuse_existing(out: Path, overwrite: bool, figures: int) -> None:
@@ -248,7 +275,8 @@ def _tick(on_progress: ProgressFn | None, done: int, total: int) -> None:
 
 
 def _image_rows(pair: VolumePair, outputs: dict[str, np.ndarray], seconds: dict[str, float],
-                task: TaskSpec, model_names: set[str]) -> list[dict]:
+                settings: dict[str, list[str]], task: TaskSpec,
+                model_names: set[str]) -> list[dict]:
     rows = []
     Z = pair.target.num_slices
     for z in range(Z):
@@ -257,7 +285,8 @@ def _image_rows(pair: VolumePair, outputs: dict[str, np.ndarray], seconds: dict[
             rows.append({"image": f"{pair.name}[{z}]", "method": method,
                          "kind": "model" if method in model_names else "baseline",
                          **image_metrics(volume[z], target, task=task),
-                         "seconds": seconds[method] / Z})
+                         "seconds": seconds[method] / Z,
+                         "setting": settings[method][z] if method in settings else ""})
     return rows
 
 
@@ -290,9 +319,14 @@ def _write(report: EvalReport, out: Path, kinds: dict[str, str],
     """Write the four report files, each to a temp name then renamed into place."""
     from ratcli.io.atomic import atomic_output
     from ratcli.training.figure import save_figure
-    from ratcli.training.report import write_image_csv, write_json, write_summary_csv
+    from ratcli.training.report import (
+        figure_display,
+        write_image_csv,
+        write_json,
+        write_summary_csv,
+    )
 
-    window, error_top = _display(task, shown)
+    window, error_top = figure_display(task, shown)
     writers = {
         "csv": lambda p: write_image_csv(p, report.rows),
         "summary": lambda p: write_summary_csv(p, report.summary, kinds),
@@ -300,7 +334,8 @@ def _write(report: EvalReport, out: Path, kinds: dict[str, str],
             "task": report.task, "data": data, "degradation": degradation,
             "methods": report.methods, "definitions": report.definitions,
             "display": {"window": window, "error_top": error_top},
-            "summary": report.summary, "images": report.rows,
+            "summary": report.summary, "comparisons": report.comparisons,
+            "images": report.rows,
             **({"notes": report.notes} if report.notes else {}),
             **({"volume_summary": report.volume_summary, "volumes": report.volumes}
                if report.volumes else {})}),
@@ -312,15 +347,3 @@ def _write(report: EvalReport, out: Path, kinds: dict[str, str],
             write(tmp)
         report.files[key] = out / REPORT_FILES[key]
 
-
-def _display(task: TaskSpec, shown: list[tuple[str, dict]]) -> tuple[tuple | None, float]:
-    """Greyscale window and error-map top for the figure: CT soft-tissue window with
-    errors up to a quarter of it; PET per-row target range with errors up to a quarter
-    of the largest target; RGB with errors up to 64 levels."""
-    if task.norm == "hu":
-        lo, hi = CT_DISPLAY_WINDOW
-        return (lo, hi), (hi - lo) / 4
-    if task.norm == "uint8":
-        return None, 64.0
-    top = max((float(np.max(p["target"])) for _, p in shown), default=1.0)
-    return None, max(top, 1e-6) / 4
