@@ -149,3 +149,46 @@ def test_existing_report_wrong_task_and_unknown_baseline_fail_in_one_line(tmp_pa
     assert wrong.exit_code == 2 and "trained for task pet" in wrong.stderr
     bad = CliRunner().invoke(app, [*args, "--overwrite", "--baselines", "bicubic"])
     assert bad.exit_code == 2 and "offers input, nlm, tv, bm3d" in bad.stderr
+
+
+def test_cli_oracle_baselines_and_the_paired_comparison_to_the_best(tmp_path):
+    """Issue 22 item 5: `--baselines tv-best,gauss-best` end to end on synthetic PET: the
+    per-image settings in metrics.csv (gauss-best one FWHM per volume), and each model's
+    paired difference to the best baseline in the table, --json and report.json."""
+    ck = _checkpoint(tmp_path / "pet.pt", task="pet")
+    out = tmp_path / "report"
+    args = ["evaluate", "--task", "pet", "--weights", str(ck), "--data",
+            "synthetic:pet,volumes=2,slices=2,size=32", "--out", str(out), "--figures", "0",
+            "--baselines", "tv-best,gauss-best"]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    assert "best baseline" in res.stdout and "oracles tuned on the target" in res.stdout
+
+    rows = _rows(out / "metrics.csv")
+    assert tuple(rows[0]) == IMAGE_COLUMNS
+    tv = [r for r in rows if r["method"] == "tv-best"]
+    gauss = [r for r in rows if r["method"] == "gauss-best"]
+    assert len(tv) == len(gauss) == 4 and all(r["setting"].endswith("x sigma") for r in tv)
+    for volume in ("synthetic/pet-0", "synthetic/pet-1"):
+        assert len({r["setting"] for r in gauss if r["image"].startswith(volume)}) == 1
+    assert all(r["setting"] == "" for r in rows if r["kind"] == "model")
+
+    report = json.loads((out / "report.json").read_text())
+    psnr = {(r["method"], r["image"]): r["psnr"] for r in report["images"]}
+    comps = [c for c in report["comparisons"] if c["metric"] == "psnr"]
+    assert {(c["scope"], c["model"]) for c in comps} == {
+        (s, m) for s in ("all", "synthetic/pet-0", "synthetic/pet-1") for m in ("pet", "pet-raw")}
+    for c in comps:
+        images = [i for m, i in psnr if m == "pet" and (c["scope"] == "all"
+                                                       or i.startswith(c["scope"]))]
+        means = {b: np.mean([psnr[b, i] for i in images]) for b in ("tv-best", "gauss-best")}
+        assert c["baseline"] == max(means, key=means.get)
+        d = [psnr[c["model"], i] - psnr[c["baseline"], i] for i in images]
+        assert c["mean"] == pytest.approx(np.mean(d)) and c["n"] == len(d)
+        assert c["ahead"] == sum(x > 0 for x in d)
+        assert c["ci95_low"] < c["mean"] < c["ci95_high"]
+    assert any(m.get("setting", "").startswith("oracle") for m in report["methods"])
+
+    again = CliRunner().invoke(app, [*args, "--overwrite", "--json", "--quiet"])
+    assert again.exit_code == 0, again.output
+    assert json.loads(again.stdout)["comparisons"] == report["comparisons"]

@@ -296,6 +296,9 @@ def _print_table(report: Any) -> None:
         out.print(vt)
     if report.comparisons:
         out.print(_comparison_table(report.comparisons))
+        if any(c["baseline"].endswith("-best") for c in report.comparisons):
+            out.print("*-best baselines are oracles tuned on the target: upper bounds for "
+                      "their filter", highlight=False, soft_wrap=True)
     for c in columns:
         out.print(f"{c}: {report.definitions[c]}", highlight=False, soft_wrap=True)
     for key, path in report.files.items():
@@ -306,8 +309,7 @@ def _comparison_table(comparisons: list[dict]) -> Any:
     """Each model minus the best baseline (per metric and scope), paired over images."""
     from rich.table import Table
 
-    table = Table(title="model - best baseline, paired over images: mean [95% CI], images "
-                        "ahead (*-best baselines are oracles tuned on the target)")
+    table = Table(title="model - best baseline, paired over images: mean [95% CI]")
     for col in ("metric", "scope", "model", "best baseline (mean)", "model mean",
                 "difference", "ahead/n"):
         table.add_column(col, justify="left" if col in ("metric", "scope") else "right")
