@@ -36,3 +36,19 @@ def test_pet_baselines_are_nonnegative_and_beat_the_input():
             out = run_baseline(name, low, task=task, target=target)
             assert out.shape == low.shape and out.min() >= 0
             assert np.mean((out - clean) ** 2) < 0.7 * err_in, name
+
+
+def test_anscombe_true_sigma_is_measured_where_there_is_activity():
+    """An empty background (no counts, no noise) must not dilute the true sigma: a
+    uniform disk on 70 % zeros has unit Anscombe noise inside, not sqrt(0.3)."""
+    yy, xx = np.mgrid[:200, :200]
+    t = np.where((yy - 100) ** 2 + (xx - 100) ** 2 < 62**2, 20.0, 0.0)  # 30 % active
+    x = np.random.default_rng(0).poisson(t).astype(np.float64)
+    seen = []
+
+    def record(z, sigma, mult):
+        seen.append(sigma)
+        return z
+
+    _poisson_denoise(record, x, t)
+    assert seen[0] == pytest.approx(1.0, abs=0.05)

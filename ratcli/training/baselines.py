@@ -18,7 +18,8 @@ no part of the image; for tasks with non-negative activity the denoisers run on 
 Anscombe transform z = 2 sqrt(x / g + 3/8) (g: activity per count, var(x) = g * E[x]),
 where the noise is ~unit and even, and come back through the closed-form exact unbiased
 inverse (Makitalo & Foi, 2011): the textbook strongest classical setting for counts.
-Given the target, g = sum((x - t)^2) / sum(t) per slice and sigma = std(z(x) - z(t));
+Given the target, g = sum((x - t)^2) / sum(t) per slice and sigma = std(z(x) - z(t))
+over the voxels with activity (t > 0: an empty background has no noise to measure);
 without it, g is the median variance/mean ratio of the input's 3x3 blocks and sigma 1.
 """
 
@@ -131,7 +132,11 @@ def _poisson_denoise(fn: Callable[[np.ndarray, float, float], np.ndarray], x: np
         return x
     z = 2.0 * np.sqrt(x / g + 3 / 8)
     if clean is not None:
-        sigma = max(float(np.std(z - 2.0 * np.sqrt(t / g + 3 / 8))), 1e-6)
+        # the noise where there is activity: an empty background (t = 0, mostly x = 0)
+        # has almost none, and counting it put sigma at 0.65 instead of 1.0 on a brain
+        # PET (40 % of the slice active), which left BM3D 5 dB under-smoothed
+        active = t > 0 if np.any(t > 0) else np.ones_like(t, bool)
+        sigma = max(float(np.std((z - 2.0 * np.sqrt(t / g + 3 / 8))[active])), 1e-6)
     else:
         sigma = 1.0  # the Anscombe domain's noise is unit by construction
     # below z(0) = 2 sqrt(3/8) the inverse is 0 counts (the closed form diverges there)
