@@ -93,8 +93,9 @@ def evaluate(
 ) -> EvalReport:
     """Evaluate `weights` (checkpoint paths or manifest names) and baselines on `data`.
 
-    baselines: names from baselines.BASELINES (None: all that apply to the task; [] for
-    none). regions: none | classical | sam | auto, overriding each checkpoint's own.
+    baselines: names from baselines.BASELINES (None: all that apply but bm3d-best; []:
+    none; *-best choose their setting with the target). regions: none | classical |
+    sam | auto, overriding each checkpoint's own.
     degradation: simulator for single-quality/synthetic data (default: the task's).
     sim_seed: seeds that simulation (differs from training's default seeds 0 and 1).
     figures: images shown in figure.png (0: no figure). Writes REPORT_FILES into `out`.
