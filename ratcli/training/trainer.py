@@ -177,8 +177,7 @@ class Trainer:
             # a different simulation seed, so validation noise never equals training noise
             val = load_pairs(val_data, spec, degradation=degradation, seed=cfg.seed + 1)
             val_record = val_data.describe()
-        # the task decides the partitioner's view of a slice (LiteMedSAM's CT window),
-        # as at inference (regions.for_model)
+        # the task sets the partitioner's view (LiteMedSAM's CT window), as at inference
         partitioner = self._partitioner().for_task(spec)
         self.train_slices = prepare_slices(train, spec, partitioner=partitioner)
         val_slices = prepare_slices(val, spec, partitioner=partitioner)
