@@ -12,7 +12,10 @@ grow with the volume. The tiles are then blended and cropped back per slice, and
 task's output guard (guards.py) checks the whole restored volume against the input.
 Padding outside the field of view (ratcli.io.padding) reaches neither the network nor the
 partitioner: they see the task's fill (CT: air) there, and the output keeps the input's
-padding pixels exactly.
+padding pixels exactly. A 2.5D model (`context_slices` k > 0) gets each slice with its k
+neighbours on each side, chosen by ratcli.inference.context from the slice positions
+(replicated at the ends, for a single slice and across large gaps); the region map is
+the centre slice's.
 """
 
 from __future__ import annotations
@@ -25,7 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ratcli.errors import DeviceError, GeometryMismatchError, InputFormatError
+from ratcli.errors import DeviceError, GeometryMismatchError, InputFormatError, UsageError
+from ratcli.inference.context import neighbour_index, slice_positions
 from ratcli.inference.device import (
     Precision,
     autocast,
@@ -61,7 +65,8 @@ class Restorer:
     """Restore `Image`s with one model for one task.
 
     model: forward(x (B, C, h, w), regions (B, h*s, w*s) int64 | None) -> (B, C', h*s, w*s),
-        with attributes `scale` (s), `in_channels`, `out_channels`; eval mode.
+        with attributes `scale` (s), `in_channels`, `out_channels` and optionally
+        `context_slices` (k: C = (2k+1) * in_channels, 2.5D); eval mode.
     task: the TaskSpec whose normalisation and inverse are applied (per volume).
     tile: tile edge in input pixels (rounded up to the model's multiple of 16);
         None = task.tile.
@@ -102,6 +107,11 @@ class Restorer:
             raise ValueError(f"model scale {self.scale} does not match task {task.name}")
         if getattr(model, "in_channels", task.channels) != task.channels:
             raise ValueError(f"model input channels do not match task {task.name}")
+        self.context = int(getattr(model, "context_slices", 0))  # k slices on each side
+        if self.context and (task.channels != 1 or task.scale != 1):
+            raise UsageError(f"task {task.name}: the model takes 2.5D input ({self.context} "
+                             "neighbouring slices on each side), which is for greyscale "
+                             "CT/PET volumes, not RGB or super-resolution")
         self.device = device if isinstance(device, torch.device) else resolve_device(device)
         self.model = model.to(self.device).eval()
         self.task = task
@@ -131,6 +141,8 @@ class Restorer:
         norm = self.task.normalize(view, params)  # (Z, Y, X[, 3]) float32
         del view  # one volume less held while the model runs; rebuilt for the guard
         Z = image.num_slices
+        # (Z, 2k+1) slices stacked for each slice; (Z, 1) = the slice itself for a 2D model
+        stacks = neighbour_index(slice_positions(image), self.context)
         self._done = 0
         slices: list[np.ndarray] = []
         inputs: dict[int, tuple[torch.Tensor, torch.Tensor | None]] = {}
@@ -139,7 +151,7 @@ class Restorer:
             zs = range(z0, min(Z, z0 + self._wave_size(norm.shape[1], norm.shape[2])))
             for z in zs:  # kept across an out-of-memory retry: the partitioner runs once
                 if z not in inputs:
-                    inputs[z] = self._prepare(norm[z], image.array[z], image)
+                    inputs[z] = self._prepare(norm, stacks[z], image.array[z], image)
             self._slices_left = Z - z0
             done_before = self._done
             try:
@@ -187,12 +199,15 @@ class Restorer:
         per_slice = 4 * self.model.out_channels * Hp * Wp * s * s
         return max(1, min(k, MAX_WAVE_SLICES, MAX_WAVE_BYTES // per_slice))
 
-    def _prepare(self, norm2d: np.ndarray, raw2d: np.ndarray, image: Image
+    def _prepare(self, norm: np.ndarray, stack: np.ndarray, raw2d: np.ndarray, image: Image
                  ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """norm2d: (H, W) or (H, W, 3) float32 normalised -> (x (C, H, W), regions)."""
-        x = torch.from_numpy(np.ascontiguousarray(norm2d))
-        x = x.permute(2, 0, 1) if x.ndim == 3 else x[None]  # (C, H, W)
-        return x, self._regions(x, raw2d, image)
+        """norm: (Z, H, W) or (Z, H, W, 3) float32 normalised volume; stack: (2k+1,) slice
+        indices, the restored slice in the middle -> (x ((2k+1) * C, H, W), regions of the
+        middle slice)."""
+        planes = [_chw(norm[i]) for i in stack]  # 2k+1 x (C, H, W)
+        centre = planes[len(planes) // 2]
+        x = centre if len(planes) == 1 else torch.cat(planes)
+        return x, self._regions(centre, raw2d, image)
 
     def _regions(self, x: torch.Tensor, raw2d: np.ndarray, image: Image) -> torch.Tensor | None:
         """Region labels (H*s, W*s) int64 for the whole slice, or None (one region)."""
@@ -286,3 +301,9 @@ class Restorer:
     def _round_tile(self, tile: int) -> int:
         m = self.multiple
         return max(m, -(-int(tile) // m) * m)
+
+
+def _chw(norm2d: np.ndarray) -> torch.Tensor:
+    """(H, W) or (H, W, 3) float32 -> (C, H, W) tensor sharing memory where it can."""
+    x = torch.from_numpy(np.ascontiguousarray(norm2d))
+    return x.permute(2, 0, 1) if x.ndim == 3 else x[None]  # (C, H, W)

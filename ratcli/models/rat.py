@@ -36,6 +36,7 @@ class RATConfig:
     input_detail: float = 0.0
     region_block: int = 0
     sca_window: int = 0
+    context_slices: int = 0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -114,6 +115,7 @@ class RegionAttentionTransformer(nn.Module):
         input_detail: float = 0.0,
         region_block: int = 0,
         sca_window: int = 0,
+        context_slices: int = 0,
     ) -> None:
         super().__init__()
         if input_gain <= 0:
@@ -136,9 +138,16 @@ class RegionAttentionTransformer(nn.Module):
         self.window = window
         self.multiple = 4 * window
         self.region_attn = region_attn
-        self.in_channels, self.out_channels = in_channels, out_channels
+        if context_slices < 0:
+            raise ValueError(f"context_slices must be >= 0, got {context_slices}")
+        if context_slices and (scale != 1 or in_channels != 1):
+            raise ValueError("context_slices (2.5D input) is for greyscale CT/PET volumes: "
+                             f"needs scale 1 and in_channels 1, got {scale} and {in_channels}")
+        self.context_slices = context_slices
+        self.in_channels, self.out_channels = in_channels, out_channels  # per slice
+        stem_in = in_channels * (2 * context_slices + 1) * (2 if input_detail else 1)
         c1, c2, c4 = width, 2 * width, 4 * width
-        self.stem = nn.Conv2d(in_channels * (2 if input_detail else 1), c1, 3, padding=1)
+        self.stem = nn.Conv2d(stem_in, c1, 3, padding=1)
         self.enc1 = nn.Sequential(*(NAFBlock(c1, sca_window=k1) for _ in range(enc_blocks)))
         self.down1 = nn.Conv2d(c1, c2, 2, stride=2)
         self.enc2 = nn.Sequential(*(NAFBlock(c2, sca_window=k2) for _ in range(enc_blocks)))
@@ -161,7 +170,12 @@ class RegionAttentionTransformer(nn.Module):
         self.head = nn.Conv2d(c1, out_channels, 3, padding=1)
 
     def forward(self, x: torch.Tensor, regions: torch.Tensor | None = None) -> torch.Tensor:
-        B, C, H, W = x.shape
+        B, C, H, W = x.shape  # C = (2k+1) * in_channels, slice z-k first
+        k, c = self.context_slices, self.in_channels
+        stacked = (2 * k + 1) * c
+        if stacked != C:
+            raise ValueError(f"x must have {stacked} channels ({2 * k + 1} slices of {c}), "
+                             f"got {C}")
         if self.scale > 1:
             x = F.interpolate(x, scale_factor=self.scale, mode="bilinear", align_corners=False)
             H, W = H * self.scale, W * self.scale
@@ -172,7 +186,8 @@ class RegionAttentionTransformer(nn.Module):
             raise ValueError(f"regions must have shape {(B, H, W)}, got {tuple(regions.shape)}")
         xp = pad_to_multiple(x, self.multiple)
         sp = xp
-        if self.input_detail:
+        centre = xp[:, k * c : (k + 1) * c]  # (B, c, Hp, Wp): slice z, the one restored
+        if self.input_detail:  # one detail channel per input channel, after all of them
             mean = F.avg_pool2d(F.pad(xp, (2, 2, 2, 2), mode="reflect"), 5, stride=1)
             sp = torch.cat([xp, (xp - mean) * (self.input_detail / self.input_gain)], dim=1)
         plan = None
@@ -196,8 +211,8 @@ class RegionAttentionTransformer(nn.Module):
         d2 = self.dec2(self.up2(y) + e2)
         d1 = self.dec1(self.up1(d2) + e1)
         out = self.head(d1)
-        if self.out_channels == C:  # global residual: the net predicts a correction
-            out = out + xp
+        if self.out_channels == c:  # global residual: the net predicts a correction
+            out = out + centre
         return out[..., :H, :W] / self.input_gain + self.input_shift
 
 

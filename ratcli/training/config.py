@@ -42,6 +42,8 @@ class TrainConfig:
     region_attn: model size; region_attn False = window attention only (the ablation).
     sca_window: RATConfig.sca_window in output pixels; training patches no larger pool
     whole, as NAFNet, so it only sets what larger inference tiles compute.
+    context_slices: RATConfig.context_slices, k neighbouring slices on each side as extra
+    input channels (2.5D, CT/PET only; ratcli.inference.context); 0 = the 2D model.
     identity_init: zero the output convolution so that, through the global residual, the
     untrained model returns its input (bilinearly upsampled for SR) and training starts from
     the input's quality. iters: optimiser steps; batch_size: patches per step and process;
@@ -72,6 +74,7 @@ class TrainConfig:
     input_gain: float = 1.0
     input_detail: float = 0.0  # RATConfig.input_detail: gain of the stem's detail channel
     sca_window: int = 256  # RATConfig.sca_window (output pixels): patches below it pool whole
+    context_slices: int = 0  # RATConfig.context_slices: 2.5D input, k slices on each side
     iters: int = 20000
     batch_size: int = 8
     patch: int = 128
@@ -116,6 +119,9 @@ class TrainConfig:
             (self.sca_window >= 0 and self.sca_window % 2 == 0,
              "sca_window must be 0 (whole tile) or a positive even number"),
             (self.overshoot_weight >= 0, "overshoot_weight must be >= 0"),
+            (self.context_slices >= 0, "context_slices must be >= 0"),
+            (self.context_slices == 0 or (self.spec.channels, self.spec.scale) == (1, 1),
+             "context_slices (2.5D input) is for CT/PET volumes, not RGB or super-resolution"),
             (self.val_every >= 1 and self.log_every >= 1 and self.val_max >= 1,
              "val_every, log_every, val_max must be >= 1"),
             (self.regions in ("none", "classical", "litemedsam", "sam", "auto"),
@@ -139,7 +145,7 @@ class TrainConfig:
                          region_attn=self.region_attn, input_shift=self.input_shift,
                          input_gain=self.input_gain, input_detail=self.input_detail,
                          region_block=block if self.region_attn else 0,
-                         sca_window=self.sca_window)
+                         sca_window=self.sca_window, context_slices=self.context_slices)
 
     def degradation(self) -> Degradation:
         return make_degradation(self.spec, dose=self.dose, photons=self.photons,

@@ -18,7 +18,7 @@ into slices and random patches for training, `evaluate.py` restores them whole.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, is_dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -246,4 +246,10 @@ def _shrunk(target: Image, low: np.ndarray, scale: int) -> Image:
 
 
 def _take(image: Image, z: slice) -> Image:
-    return image.derived(image.array[z])
+    """Slices z of `image`. A DICOM series keeps those slices' frames, so their true
+    positions still choose the 2.5D neighbours (ratcli.inference.context)."""
+    meta, dicom = image.meta, image.meta.get("dicom")
+    frames = getattr(dicom, "frames", None)
+    if is_dataclass(dicom) and frames is not None and len(frames) == image.num_slices:
+        meta = {**meta, "dicom": replace(dicom, frames=frames[z])}
+    return image.derived(image.array[z], meta=meta)

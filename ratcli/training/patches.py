@@ -7,6 +7,12 @@ inference time) and applied to input and target alike; region maps from the norm
 input slice (greyscale) or the uint8 slice (RGB), bilinearly upsampled for SR, at
 output resolution.
 
+2.5D (`context`, RATConfig.context_slices = k): each slice also carries the k
+neighbouring input slices of its volume on each side, chosen by the inference rule
+(`ratcli.inference.context.neighbour_index`: replicated at the volume's ends and across
+large gaps). A patch cuts all of them at the same (y, x) with the same rot90/flip and
+stacks them as channels; target and region map are the centre slice's.
+
 Patches are reproducible: item i of epoch e draws its slice, crop and rot90/flip from
 `numpy.random.default_rng([seed, e, i])`, so a resumed run sees the very same batches.
 """
@@ -21,6 +27,7 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from ratcli.errors import GeometryMismatchError, UsageError
+from ratcli.inference.context import neighbour_index, slice_positions
 from ratcli.regions.base import Partitioner
 from ratcli.tasks import TaskSpec
 from ratcli.training.data import VolumePair
@@ -35,27 +42,46 @@ class TrainSlice:
 
     input: (C, h, w) float32; target: (C, h*s, w*s) float32; regions: (h*s, w*s) int64
     labels (all 0 when no partitioner: one region); name: "<volume>[z]".
+    stack: 2.5D only: the 2k+1 input slices z-k .. z+k, each (C, h, w) (`input` in the
+    middle; arrays shared with the neighbouring TrainSlices, not copies); () for 2D.
     """
 
     input: np.ndarray
     target: np.ndarray
     regions: np.ndarray
     name: str
+    stack: tuple[np.ndarray, ...] = ()
+
+    def model_input(self, ys: slice = slice(None), xs: slice = slice(None)) -> np.ndarray:
+        """The network's input cropped to rows ys, columns xs: ((2k+1) * C, h', w')
+        float32, slice z-k first; the input itself (a view) for 2D."""
+        if not self.stack:
+            return self.input[:, ys, xs]
+        return np.concatenate([a[:, ys, xs] for a in self.stack])
 
 
 def prepare_slices(
-    pairs: list[VolumePair], task: TaskSpec, *, partitioner: Partitioner | None
+    pairs: list[VolumePair], task: TaskSpec, *, partitioner: Partitioner | None,
+    context: int = 0,
 ) -> list[TrainSlice]:
-    """Normalise each volume pair by its input's parameters and cut it into slices."""
+    """Normalise each volume pair by its input's parameters and cut it into slices;
+    context k > 0 gives each slice its 2.5D stack of 2k+1 input slices."""
+    if context and (task.channels != 1 or task.scale != 1):
+        raise UsageError(f"task {task.name}: 2.5D input (context_slices) is for greyscale "
+                         "CT/PET volumes, not RGB or super-resolution")
     out = []
     for pair in pairs:
         params = task.norm_params(pair.input.array)
         inp = task.normalize(pair.input.array, params)  # (Z, h, w[, 3])
         tgt = task.normalize(pair.target.array, params)
+        planes = [_chw(a) for a in inp]  # Z x (C, h, w), shared by the stacks
+        index = neighbour_index(slice_positions(pair.input), context) if context else None
         for z in range(inp.shape[0]):
             regions = region_map(inp[z], pair.input.array[z], scale=task.scale,
                                  partitioner=partitioner)
-            out.append(TrainSlice(_chw(inp[z]), _chw(tgt[z]), regions, f"{pair.name}[{z}]"))
+            stack = () if index is None else tuple(planes[i] for i in index[z])
+            out.append(TrainSlice(planes[z], _chw(tgt[z]), regions, f"{pair.name}[{z}]",
+                                  stack))
     return out
 
 
@@ -94,7 +120,8 @@ class PatchDataset(Dataset):
     slices: the training slices. patch: target patch edge (pixels at output resolution,
     a multiple of `scale`); the input patch is patch / scale and sits on the same grid.
     length: items per epoch (default: one per slice, at least 256). augment: rot90/flip.
-    Items are (input (C, p/s, p/s), target (C, p, p), regions (p, p) int64) tensors.
+    Items are (input (C', p/s, p/s), target (C, p, p), regions (p, p) int64) tensors;
+    C' = (2k+1) * C for 2.5D slices (`TrainSlice.stack`), else C.
     """
 
     def __init__(
@@ -135,7 +162,7 @@ class PatchDataset(Dataset):
         q = p // k  # input patch edge
         h, w = s.input.shape[1:]
         y, x = int(rng.integers(h - q + 1)), int(rng.integers(w - q + 1))
-        inp = s.input[:, y : y + q, x : x + q]
+        inp = s.model_input(slice(y, y + q), slice(x, x + q))  # every slice, same (y, x)
         tgt = s.target[:, y * k : y * k + p, x * k : x * k + p]
         reg = s.regions[y * k : y * k + p, x * k : x * k + p]
         if self.augment:

@@ -178,9 +178,9 @@ class Trainer:
             val = load_pairs(val_data, spec, degradation=degradation, seed=cfg.seed + 1)
             val_record = val_data.describe()
         # the task sets the partitioner's view (LiteMedSAM's CT window), as at inference
-        partitioner = self._partitioner().for_task(spec)
-        self.train_slices = prepare_slices(train, spec, partitioner=partitioner)
-        val_slices = prepare_slices(val, spec, partitioner=partitioner)
+        part, k = self._partitioner().for_task(spec), cfg.context_slices  # k: 2.5D neighbours
+        self.train_slices = prepare_slices(train, spec, partitioner=part, context=k)
+        val_slices = prepare_slices(val, spec, partitioner=part, context=k)
         keep = np.unique(np.linspace(0, len(val_slices) - 1, cfg.val_max).round().astype(int))
         self.val_slices: list[TrainSlice] = [val_slices[i] for i in keep]
         self.dataset = PatchDataset(

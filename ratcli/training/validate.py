@@ -34,7 +34,7 @@ def validate(
     model.eval()
     losses, psnrs, inputs = [], [], []
     for s in slices:
-        x = torch.from_numpy(s.input)[None].to(device)  # (1, C, h, w)
+        x = torch.from_numpy(s.model_input())[None].to(device)  # (1, C', h, w); 2.5D: C' > C
         r = torch.from_numpy(s.regions)[None].to(device)  # (1, H, W)
         with autocast(device, dtype):
             pred = model(x, r)
