@@ -24,6 +24,7 @@ from ratcli.phantoms import ct_phantom
 from ratcli.tasks import get_task
 from ratcli.training.config import TrainConfig
 from ratcli.training.patches import PatchDataset, TrainSlice
+from ratcli.training.state import init_from
 from ratcli.training.trainer import Trainer
 
 # the smallest model with every part, as tests/helpers.SMALL
@@ -92,17 +93,26 @@ def test_context_model_stacks_slices_and_restores_the_centre():
         model(torch.rand(1, 1, 32, 32))
 
 
-def test_context_zero_equals_context_one_with_silent_neighbours():
-    """A 2.5D stem whose neighbour weights are zero computes the 2D model."""
-    flat, ctx = _model(0), _model(1)
-    state = flat.state_dict()
-    w = torch.zeros(8, 3, 3, 3)
-    w[:, 1:2] = state["stem.weight"]
-    ctx.load_state_dict({**state, "stem.weight": w})
+@pytest.mark.parametrize("detail", [0.0, 10.0])
+def test_2d_weights_start_a_2_5d_run_computing_the_2d_model(tmp_path, detail):
+    """init_from inflates a 2D checkpoint (inflate_2d): its stem on the centre slice's
+    channels (and their detail channels), zeros on the neighbours'."""
+    flat = _model(0, input_detail=detail)
+    cfg2d = RATConfig(input_detail=detail, **SMALL)
+    save_checkpoint(tmp_path / "2d.pt", flat, cfg2d, meta={"task": "ct"})
+    cfg = replace(cfg2d, context_slices=2)
+    ctx = build_rat(cfg).eval()
+    init_from(ctx, str(tmp_path / "2d.pt"), cfg)
     x = torch.rand(1, 1, 32, 32)
+    stacked = torch.cat([torch.rand_like(x), torch.rand_like(x), x, torch.rand_like(x),
+                         torch.rand_like(x)], dim=1)
     with torch.no_grad():
-        torch.testing.assert_close(ctx(torch.cat([torch.rand_like(x), x, torch.rand_like(x)],
-                                                 dim=1)), flat(x), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(ctx(stacked), flat(x), rtol=1e-5, atol=1e-5)
+    # 2.5D weights never start a run with another context
+    save_checkpoint(tmp_path / "k2.pt", ctx, cfg, meta={"task": "ct"})
+    other = replace(cfg, context_slices=1)
+    with pytest.raises(UsageError, match="differ"):
+        init_from(build_rat(other), str(tmp_path / "k2.pt"), other)
 
 
 def test_checkpoint_round_trip_records_context(tmp_path):

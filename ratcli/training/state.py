@@ -67,13 +67,20 @@ def seed_everything(seed: int) -> None:
 
 def init_from(model: torch.nn.Module, weights: str, expected: RATConfig) -> None:
     """Load `weights` (path or manifest name) into `model` to fine-tune from them; their
-    model settings must be `expected` (the run's)."""
+    model settings must be `expected` (the run's), except that 2D weights may start a
+    2.5D run (ratcli.training.context.inflate_2d)."""
     from ratcli.models import load_checkpoint
+    from ratcli.training.context import inflate_2d
     from ratcli.weights import resolve_weights
 
     ckpt = load_checkpoint(resolve_weights(weights))
+    state = ckpt.state_dict
     # region_block changes which tokens attend to which, not the parameters
-    if dataclasses.replace(ckpt.config, region_block=expected.region_block) != expected:
+    same = dataclasses.replace(ckpt.config, region_block=expected.region_block,
+                               context_slices=expected.context_slices) == expected
+    if not same or ckpt.config.context_slices not in (0, expected.context_slices):
         raise UsageError(f"init {weights}: its model settings differ from this run's "
                          f"({ckpt.config} vs {expected})")
-    model.load_state_dict({k: v.float() for k, v in ckpt.state_dict.items()})
+    if ckpt.config.context_slices != expected.context_slices:  # 2D -> 2.5D
+        state = inflate_2d(state, expected)
+    model.load_state_dict({k: v.float() for k, v in state.items()})
