@@ -269,3 +269,20 @@ def test_context_model_trains_exports_and_restores(tmp_path):
     assert model.stem.in_channels == 6
     out = _restore(model, _ct_volume(4))
     assert out.shape == (4, 32, 32) and np.isfinite(out).all()
+
+
+def test_denoise_a_dicom_series_and_a_lone_dicom_file(tmp_path):
+    """`rat denoise` with 2.5D weights, end to end: a series and one file of it alone."""
+    from ratcli.api import restore_path
+
+    cfg = RATConfig(context_slices=1, **SMALL)
+    weights = tmp_path / "ct25.pt"
+    save_checkpoint(weights, _model(1), cfg, meta={"task": "ct"})
+    vol = _ct_volume(4)
+    save_datasets(synthetic_series(vol, spacing=(0.7, 0.7, 2.0)), tmp_path / "series")
+    lone = sorted((tmp_path / "series").iterdir())[0]
+    for src, out, z in ((tmp_path / "series", tmp_path / "out-series", 4),
+                        (lone, tmp_path / "out-lone", 1)):
+        (result,) = restore_path(src, out, weights=str(weights), device="cpu")
+        restored = read(result.output)
+        assert restored.array.shape == (z, 32, 32) and np.isfinite(restored.array).all()
