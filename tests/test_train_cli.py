@@ -65,3 +65,16 @@ def test_bad_options_are_one_line_usage_errors(tmp_path):
     res = rat("train", "--config", bad, "--out", tmp_path / "r")
     assert res.exit_code == 2 and "widht" in res.stderr
     assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.slow
+def test_context_slices_option_reaches_the_model(tmp_path):
+    run = tmp_path / "run"
+    res = rat("train", "--task", "ct", "--data", "synthetic:ct,volumes=3,slices=3,size=32",
+              "--width", 8, "--patch", 32, "--batch-size", 2, "--iters", 1, "--val-every", 1,
+              "--regions", "none", "--context-slices", 1, "--out", run)
+    assert res.exit_code == 0, res.output
+    assert load_checkpoint(run / "model.pt").config.context_slices == 1
+    bad = rat("train", "--task", "sr", "--scale", 2, "--data", "synthetic:he",
+              "--context-slices", 1, "--out", tmp_path / "sr")
+    assert bad.exit_code == 2 and len(bad.stderr.strip().splitlines()) == 1

@@ -78,6 +78,9 @@ def train(
                                "classical)."),
     region_attn: bool | None = _opt("--region-attn/--window-only", "Region attention, or "
                                     "window attention only (the ablation)."),
+    context_slices: int | None = _opt("--context-slices", "2.5D: neighbouring slices on "
+                                      "each side as extra input channels (CT/PET; default "
+                                      "0 = 2D)."),
     dose: float | None = _opt("--dose", "Simulated dose fraction (default 0.25)."),
     photons: float | None = _opt("--photons", "CT: incident photons per ray at full dose "
                                  "(default 1e6)."),
@@ -107,8 +110,9 @@ def train(
     given = {k: v for k, v in dict(
         task=task, data=data, val=val, width=width, iters=iters, batch_size=batch_size,
         patch=patch, lr=lr, focal_beta=focal_beta, regions=regions, region_attn=region_attn,
-        dose=dose, photons=photons, seed=seed, val_every=val_every, log_every=log_every,
-        workers=workers, device=device and device.value, init=init).items() if v is not None}
+        context_slices=context_slices, dose=dose, photons=photons, seed=seed,
+        val_every=val_every, log_every=log_every, workers=workers,
+        device=device and device.value, init=init).items() if v is not None}
     # under torchrun every rank runs this command; only rank 0 talks
     quiet = quiet or os.environ.get("RANK", "0") != "0"
     say = (lambda _msg: None) if quiet else note_line
