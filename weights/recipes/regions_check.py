@@ -1,7 +1,8 @@
 """Does a CT model use its region maps? Validation PSNR with the classical regions it was
-trained with, with the maps flipped (same sizes, misaligned with the anatomy), a regular
-16-px grid, one region per image, another slice's maps, and with each attention branch
-switched off (lambda_r or lambda_w zeroed); plus region counts per 64-px R-MSA cell.
+trained with, with LiteMedSAM's maps (when installed), with the maps flipped (same
+sizes, misaligned with the anatomy), a regular 16-px grid, one region per image, another
+slice's maps, and with each attention branch switched off (lambda_r or lambda_w zeroed);
+plus region counts per 64-px R-MSA cell.
 
     python weights/recipes/regions_check.py runs/real/ct/val runs/ct-real-s0/model.pt ...
 
@@ -17,6 +18,7 @@ import numpy as np
 import torch
 
 from ratcli import io
+from ratcli.errors import RatError
 from ratcli.models import load_checkpoint
 from ratcli.regions import ClassicalPartitioner
 from ratcli.tasks import TASKS
@@ -41,7 +43,7 @@ def main() -> None:
     print(f"regions per slice {[len(np.unique(s)) for s in labels]}; per 64-px cell "
           f"mean {np.mean(cells):.2f}, one region in {np.mean(np.array(cells) == 1):.0%}")
     yy, xx = np.mgrid[:H, :W]
-    maps = {"classical": labels, "flipped": labels[:, ::-1, ::-1],
+    maps = {"classical": labels, **_litemedsam_maps(x, task), "flipped": labels[:, ::-1, ::-1],
             "grid 16px": np.broadcast_to((yy // 16) * (W // 16 + 1) + xx // 16, labels.shape),
             "one region": np.zeros_like(labels), "other slice": np.roll(labels, 1, axis=0)}
     print(f"input {np.mean([psnr(low[z], full[z], 4096.0) for z in range(Z)]):.3f}")
@@ -57,6 +59,17 @@ def main() -> None:
                         p.zero_()
             res[f"{branch}=0"] = _score(model, x, labels, full, params, task)
         print(path, "  ".join(f"{k} {v:.3f}" for k, v in res.items()), flush=True)
+
+
+def _litemedsam_maps(x: np.ndarray, task) -> dict[str, np.ndarray]:
+    """{"litemedsam": (Z, H, W) maps} of the normalised slices, or {} when not installed."""
+    from ratcli.regions import make_partitioner
+
+    try:
+        part = make_partitioner("litemedsam", cache=True).for_task(task)
+    except RatError:  # not installed
+        return {}
+    return {"litemedsam": np.stack([part(s) for s in x])}
 
 
 def _score(model, x, labels, full, params, task) -> float:
