@@ -247,3 +247,42 @@ def test_a_model_s_recorded_partitioner_is_used_and_a_named_other_warns_once(tmp
     named._restorers.clear()
     named.restorer(TASKS["ct"])  # built again: still one line
     assert named.partitioner.fallback == note
+
+
+@needs_litemedsam
+def test_a_run_served_partly_from_the_cache_gives_a_fresh_run_s_maps(tmp_path, monkeypatch):
+    """Which slices reuse which map is decided on the slices alone, never on what the
+    region cache holds: the cache stores only the own maps of slices the model ran on."""
+    from ratcli.regions.cache import CachedPartitioner, RegionCache
+
+    def fake_compute(self, views):  # one region per map, numbered by the view's pixels
+        return [np.full(v.shape[:2], 1 + int(v.sum()) % 997, dtype=np.int32) for v in views]
+
+    monkeypatch.setattr(LiteMedSamPartitioner, "_compute", fake_compute)
+    ct = _ct_slice()
+    rng = np.random.default_rng(0)
+    near = [ct + rng.normal(0, 2e-4, ct.shape).astype(np.float32) for _ in range(3)]
+    other = np.flipud(ct).copy()
+    volume = np.stack([ct, near[0], other, near[1], near[2]])  # keys: 0, 2, 3
+
+    def make(cache_dir):
+        return CachedPartitioner(LiteMedSamPartitioner(), RegionCache(cache_dir)).for_task(
+            TASKS["ct"])
+
+    def run(cache_dir, vol):
+        part = make(cache_dir)
+        return part, part.partition_volume(vol)
+
+    fresh_part, fresh = run(tmp_path / "fresh", volume)
+    assert fresh_part.inner.encoded == 3 and (fresh[1] == fresh[0]).all()
+    # another cache already holds slices 1 and 4 as slices of their own (key slices)
+    run(tmp_path / "partial", volume[[1]])
+    run(tmp_path / "partial", volume[[4]])
+    part, again = run(tmp_path / "partial", volume)
+    np.testing.assert_array_equal(again, fresh)
+    assert (part.hits, part.misses) == (0, 3)  # 1 and 4 reuse a map; 0, 2, 3 computed
+    # slice by slice (as `rat denoise` asks) with a full cache: the same maps, no model
+    part = make(tmp_path / "partial")
+    one_by_one = np.stack([part(s) for s in volume])
+    np.testing.assert_array_equal(one_by_one, fresh)
+    assert part.inner.encoded == 0 and part.hits == 3

@@ -157,10 +157,19 @@ class CachedPartitioner(Partitioner):
 
     def partition_volume(self, volume: np.ndarray) -> np.ndarray:
         """(Z, H, W) or (Z, H, W, 3) -> (Z, H, W) int32; only missing slices are
-        computed, in one `inner.partition_volume` call (so SAM still batches them)."""
+        computed, in one `inner.partition_volume` call (so SAM still batches them).
+
+        A partitioner that gives slices the map of an earlier, similar slice
+        (`reuses_maps`, LiteMedSAM) keeps deciding that itself, on every slice: the
+        cache then holds and serves only the own maps of the slices it runs the model
+        on, so which slices reuse which map never depends on what the cache holds.
+        `hits` and `misses` then count those slices.
+        """
         for s in volume:
             check_slice(s)
         u8 = np.stack([self.inner.view(s) for s in volume])
+        if getattr(self.inner, "reuses_maps", False):
+            return self.inner.partition_volume(u8, own_maps=self._own_maps)
         settings = self.inner.settings
         keys = [self.cache.key(s, self.name, settings) for s in u8]
         out = np.empty(volume.shape[:3], dtype=np.int32)
@@ -180,6 +189,23 @@ class CachedPartitioner(Partitioner):
                 self.cache.put(keys[z], labels)
                 out[z] = labels
         return out
+
+    def _own_maps(self, views: list[np.ndarray]) -> list[np.ndarray]:
+        """Own maps of 8-bit views from the cache, the missing ones from
+        `inner.own_maps` in one call (and stored)."""
+        settings = self.inner.settings
+        keys = [self.cache.key(v, self.name, settings) for v in views]
+        out: list[np.ndarray | None] = [self.cache.get(k) for k in keys]
+        missing = [i for i, (v, m) in enumerate(zip(views, out, strict=True))
+                   if m is None or m.shape != v.shape[:2]]
+        self.hits += len(views) - len(missing)
+        self.misses += len(missing)
+        if missing:
+            fresh = self.inner.own_maps([views[i] for i in missing])
+            for i, labels in zip(missing, fresh, strict=True):
+                self.cache.put(keys[i], labels)
+                out[i] = labels
+        return out  # type: ignore[return-value]
 
     def view(self, slice2d: np.ndarray) -> np.ndarray:
         return self.inner.view(slice2d)

@@ -52,6 +52,11 @@ class BoxGridMaskGenerator:
         lung, background) the model still answers with a rounded blob inside the box,
         with confident IoU and stability, and only its outline on flat image gives it
         away.
+    min_box_edges: boxes of which less than this fraction lies on those edges are not
+        decoded: their masks failed `min_support` anyway. On 14 CT, PET and H&E slices
+        (benchmarks/regions_medsam.py) 0.3 skipped 17-31 % of the CT boxes and none
+        whose mask was kept (the lowest kept box had 0.37), so maps are unchanged and
+        decoding (a third of a map's time) is cheaper by as much. 0: decode every box.
     """
 
     def __init__(
@@ -68,6 +73,7 @@ class BoxGridMaskGenerator:
         prompts: str = "boxes",
         points_per_side: int = 8,
         min_support: float = 0.6,
+        min_box_edges: float = 0.3,
     ) -> None:
         if prompts not in ("boxes", "points", "both"):
             raise ValueError(f"prompts must be boxes, points or both, got {prompts!r}")
@@ -84,6 +90,7 @@ class BoxGridMaskGenerator:
         self.prompts = prompts
         self.points_per_side = points_per_side
         self.min_support = min_support
+        self.min_box_edges = min_box_edges
         self.last_prompts = 0  # prompts decoded for the last slice (reports, tests)
 
     @torch.inference_mode()
@@ -96,28 +103,34 @@ class BoxGridMaskGenerator:
         Returns (mh, mw) int32 labels 1..k over the valid area at mask resolution
         (4 x decode_grid per 256 px), every pixel labelled.
         """
-        boxes, points = self._prompts(image, valid)
+        m = 4 * self.decode_grid  # the decoder's mask edge
+        mh, mw = (-(-v * m // image.shape[-1]) for v in valid)
+        edges = _image_edges(image, valid, (mh, mw))
+        boxes, points = self._prompts(image, valid, edges)
         self.last_prompts = len(boxes) + len(points)
         logits, iou = self._decode(embedding, boxes, points)  # (N, m, m), (N,)
-        m = logits.shape[-1]
-        mh, mw = (-(-v * m // image.shape[-1]) for v in valid)
         logits = logits[:, :mh, :mw]
-        support = _edge_support(logits > 0, _image_edges(image, valid, (mh, mw)))
+        support = _edge_support(logits > 0, edges)
         masks = self._filter(logits, iou, support)
         return masks_to_regions(masks, (mh, mw), min_px=self._min_px(mh, mw))
 
     # -- private steps, in call order --------------------------------------------------
 
-    def _prompts(self, image: torch.Tensor, valid: tuple[int, int]
+    def _prompts(self, image: torch.Tensor, valid: tuple[int, int], edges: np.ndarray
                  ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Boxes (B, 4) xyxy and points (P, 2) xy in the 256 frame, flat ones dropped."""
+        """Boxes (B, 4) xyxy and points (P, 2) xy in the 256 frame; flat ones, and boxes
+        with too little of `edges` (mask resolution) in them, dropped."""
         h, w = valid
         grey = image.mean(0)  # (256, 256)
         boxes = torch.zeros(0, 4)
         points = torch.zeros(0, 2)
         if self.prompts in ("boxes", "both"):
             boxes = box_grid(h, w, self.box_sizes)
+            f = 4 * self.decode_grid / image.shape[-1]  # 256 frame -> mask pixels
             keep = [float(grey[int(y0):int(y1), int(x0):int(x1)].std()) >= self.min_std
+                    and float(edges[int(y0 * f):int(np.ceil(y1 * f)),
+                                    int(x0 * f):int(np.ceil(x1 * f))].mean())
+                    >= self.min_box_edges
                     for x0, y0, x1, y1 in boxes.tolist()]
             boxes = boxes[torch.tensor(keep, dtype=torch.bool)]
         if self.prompts in ("points", "both"):
@@ -137,7 +150,10 @@ class BoxGridMaskGenerator:
         device = embedding.device
         g = self.decode_grid
         emb = embedding if g == embedding.shape[-1] else F.adaptive_avg_pool2d(embedding, g)
-        pe = pe_enc.pe_layer((g, g))[None]  # (1, 256, g, g) positional encoding
+        # the decoder runs in the embedding's dtype (bfloat16 on some CPUs, see
+        # medsam.load_litemedsam); the prompt encoder stays float32
+        dtype = emb.dtype
+        pe = pe_enc.pe_layer((g, g))[None].to(dtype)  # (1, 256, g, g) positional encoding
         prompts = [("box", b) for b in boxes] + [("point", p) for p in points]
         logits, ious = [], []
         for start in range(0, len(prompts), PROMPT_BATCH):
@@ -152,7 +168,8 @@ class BoxGridMaskGenerator:
                 labels = torch.ones(p.shape[:2], device=device)
                 sparse.append(pe_enc(points=(p, labels), boxes=None, masks=None)[0])
             for sp in sparse:  # boxes: 2 tokens each, points: 2 (one padding point)
-                dense = pe_enc.no_mask_embed.weight.reshape(1, -1, 1, 1).expand(
+                sp = sp.to(dtype)
+                dense = pe_enc.no_mask_embed.weight.reshape(1, -1, 1, 1).to(dtype).expand(
                     sp.shape[0], -1, g, g)
                 lo, iou = dec(image_embeddings=emb, image_pe=pe, sparse_prompt_embeddings=sp,
                               dense_prompt_embeddings=dense, multimask_output=False)
