@@ -21,15 +21,15 @@ rule for MR/PET), RGB as is.
 Cost (2 threads of a shared 2-core Xeon): the encoder is most of it (75 GFLOP: this
 TinyViT keeps 256 x 256 px through its convolutional first stage), so
 - at load (`ratcli.regions.medsam_model`) its conv + batch-norm pairs are folded into
-  single convolutions (the wheel's
-  own `Conv2d_BN.fuse`; the same maps) and it runs channels-last (oneDNN's convolutions
-  then skip a layout reorder each call): together about 20 % less encoder time;
+  single convolutions (the wheel's own `Conv2d_BN.fuse`; the same maps) and it runs
+  channels-last (oneDNN's convolutions then skip a layout reorder each call): together
+  about 20 % less encoder time;
 - on CPUs with native bfloat16 (AMX or AVX512-BF16) encoder and decoder run in bfloat16
-  (`precision="auto"`): about 30 % less time for each, for maps that differ from the
-  float32 ones as much as neighbouring slices' maps do (adjusted Rand 0.93 on CT, PET
-  and H&E slices) at the same edge alignment (benchmarks/regions_medsam.py). Other
-  CPUs, CUDA and `precision="float32"` run float32, whose oneDNN kernels are not
-  emulated;
+  (`precision="auto"`): 15-30 % less time per map, for maps that differ from the
+  float32 ones less than neighbouring slices' maps do (adjusted Rand 0.89-0.96 on CT,
+  PET and H&E slices) at the same edge alignment (benchmarks/regions_medsam.py). Other
+  CPUs (where bfloat16 is emulated, so slower), CUDA and `precision="float32"` run
+  float32;
 - `partition_volume` runs the model only on "key" slices and gives each following
   slice the key slice's map while the slice still looks like it (`reuse_diff`);
 - the box prompts of a key slice are decoded in one batch at half the decoder's native
