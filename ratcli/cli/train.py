@@ -187,7 +187,8 @@ def evaluate_command(
         "volume. No user can tune so: an upper bound for the classical filter. bm3d-best "
         "runs BM3D four times (about 2 minutes per 512^2 slice)."),
     regions: str | None = typer.Option(None, "--regions", help="Override each checkpoint's "
-                                       "region method (none | classical | sam | auto)."),
+                                       "region method (none | classical | litemedsam | sam | "
+                                       "auto)."),
     dose: float = typer.Option(0.25, "--dose", help="Simulated dose for single-quality data."),
     photons: float = typer.Option(1e6, "--photons", help="CT simulation: photons per ray at "
                                   "full dose."),
