@@ -29,7 +29,11 @@ Training slices therefore draw
 - slice thickness: the mean of 1-3 neighbouring clean slices (partial volume as in
   thicker reconstructions);
 - one of the ramp, Shepp-Logan and Hann filters.
-Every draw is seeded; provenance-ct-wide.json lists each slice's settings.
+Every draw is seeded; provenance-<parts>.json lists each slice's settings.
+
+Status: a 500-step fine-tune of rat-ct on this data was worse on validation than the
+same fine-tune on the old data (see "First short run on the wider CT data" in the
+rat-ct card): the models also remove the full-dose target's own grain. Not adopted yet.
 """
 
 from __future__ import annotations
