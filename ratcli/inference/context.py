@@ -33,12 +33,21 @@ from __future__ import annotations
 
 import numpy as np
 
+from ratcli.errors import UsageError
 from ratcli.io.image import Image
 
-__all__ = ["MAX_GAP_RATIO", "slice_positions", "neighbour_index", "runs"]
+__all__ = ["MAX_GAP_RATIO", "check_context", "slice_positions", "neighbour_index", "runs"]
 
 MAX_GAP_RATIO = 2.0  # a gap above this x the median gap ends a run (see above)
 _RATIO_SLACK = 1.01  # rounded DICOM positions: a gap of exactly 2x the median still joins
+
+
+def check_context(task, k: int) -> None:
+    """Refuse 2.5D input (k > 0) for a task whose slices are not greyscale volumes at
+    scale 1 (`task`: a TaskSpec); one rule for training config, patches and Restorer."""
+    if k and (task.channels, task.scale) != (1, 1):
+        raise UsageError(f"task {task.name}: 2.5D input (context_slices = {k}) is for "
+                         "greyscale CT/PET volumes, not RGB or super-resolution")
 
 
 def slice_positions(image: Image) -> np.ndarray:

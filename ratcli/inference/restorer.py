@@ -28,8 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ratcli.errors import DeviceError, GeometryMismatchError, InputFormatError, UsageError
-from ratcli.inference.context import neighbour_index, slice_positions
+from ratcli.errors import DeviceError, GeometryMismatchError, InputFormatError
+from ratcli.inference.context import check_context, neighbour_index, slice_positions
 from ratcli.inference.device import (
     Precision,
     autocast,
@@ -108,10 +108,7 @@ class Restorer:
         if getattr(model, "in_channels", task.channels) != task.channels:
             raise ValueError(f"model input channels do not match task {task.name}")
         self.context = int(getattr(model, "context_slices", 0))  # k slices on each side
-        if self.context and (task.channels != 1 or task.scale != 1):
-            raise UsageError(f"task {task.name}: the model takes 2.5D input ({self.context} "
-                             "neighbouring slices on each side), which is for greyscale "
-                             "CT/PET volumes, not RGB or super-resolution")
+        check_context(task, self.context)
         self.device = device if isinstance(device, torch.device) else resolve_device(device)
         self.model = model.to(self.device).eval()
         self.task = task

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from ratcli.errors import InputFormatError, UsageError
+from ratcli.inference.context import check_context
 from ratcli.models import RATConfig, RegionAttentionTransformer
 from ratcli.tasks import TaskSpec, get_task
 from ratcli.training.degrade import Degradation, make_degradation
@@ -120,8 +121,6 @@ class TrainConfig:
              "sca_window must be 0 (whole tile) or a positive even number"),
             (self.overshoot_weight >= 0, "overshoot_weight must be >= 0"),
             (self.context_slices >= 0, "context_slices must be >= 0"),
-            (self.context_slices == 0 or (self.spec.channels, self.spec.scale) == (1, 1),
-             "context_slices (2.5D input) is for CT/PET volumes, not RGB or super-resolution"),
             (self.val_every >= 1 and self.log_every >= 1 and self.val_max >= 1,
              "val_every, log_every, val_max must be >= 1"),
             (self.regions in ("none", "classical", "litemedsam", "sam", "auto"),
@@ -130,6 +129,7 @@ class TrainConfig:
         for ok, why in checks:
             if not ok:
                 raise UsageError(f"training config: {why}")
+        check_context(self.spec, self.context_slices)
 
     @property
     def spec(self) -> TaskSpec:

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from ratcli.errors import GeometryMismatchError, UsageError
-from ratcli.inference.context import neighbour_index, slice_positions
+from ratcli.inference.context import check_context, neighbour_index, slice_positions
 from ratcli.regions.base import Partitioner
 from ratcli.tasks import TaskSpec
 from ratcli.training.data import VolumePair
@@ -66,9 +66,7 @@ def prepare_slices(
 ) -> list[TrainSlice]:
     """Normalise each volume pair by its input's parameters and cut it into slices;
     context k > 0 gives each slice its 2.5D stack of 2k+1 input slices."""
-    if context and (task.channels != 1 or task.scale != 1):
-        raise UsageError(f"task {task.name}: 2.5D input (context_slices) is for greyscale "
-                         "CT/PET volumes, not RGB or super-resolution")
+    check_context(task, context)
     out = []
     for pair in pairs:
         params = task.norm_params(pair.input.array)
