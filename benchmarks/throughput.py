@@ -19,7 +19,12 @@ One run measures, side by side under the same load and thread count:
    that any faster attention kernel could reach;
 5. `rat sr` output megapixels per second on tissue (examples/slide.tif) for x2 and x4:
    an in-memory crop through the Python API (`sr`), and the streaming slide path that
-   `rat sr slide.svs` takes (`slide`: a tiled TIFF of the crop, every chunk on tissue).
+   `rat sr slide.svs` takes (`slide`: a tiled TIFF of the crop, every chunk on tissue);
+6. (`--parts size`, not run by default) issue 22's size rule: `rat denoise` end to end on
+   single 512^2 slices with rat-ct's config at width 16 2D, width 16 2.5D (one
+   neighbouring slice on each side; a lone slice sees itself replicated) and width 32 2D
+   (random-init weights: the time does not depend on the values), against BM3D on the
+   same slices, `--repeat` rounds taking turns.
 
 CT slices come from ../shared/data/ct/*.nii.gz (read with SimpleITK; the benchmark
 skips with a message when that folder is absent), with Gaussian noise of 25 HU added to
@@ -27,7 +32,7 @@ mimic a low-dose scan. The old checkout is a directory with the package at an ea
 commit (`git archive f362d14 | tar -x -C /tmp/old`), run through PYTHONPATH.
 
 Run: `python benchmarks/throughput.py [--old /tmp/old] [--series 64] [--threads N]
-[--parts ct,series,flops,sr,slide] [--sr-size N] [--repeat N]`.
+[--parts ct,series,flops,sr,slide,size] [--sr-size N] [--repeat N]`.
 """
 
 from __future__ import annotations
@@ -60,9 +65,11 @@ def main() -> None:
     ap.add_argument("--sr-size", type=int, default=256,
                     help="input edge of the x2 tissue crop, the x2 slide tile (x4: half)")
     ap.add_argument("--repeat", type=int, default=1,
-                    help="runs of each SR part, old and new taking turns; the fastest counts")
+                    help="runs of each SR part, old and new taking turns (the fastest counts), "
+                         "and rounds of the size part")
     ap.add_argument("--parts", default="ct,series,flops,sr,slide",
-                    help="comma list of the parts to run: ct (1-2), series, flops, sr, slide")
+                    help="comma list of the parts to run: ct (1-2), series, flops, sr, slide, "
+                         "size (not in the default)")
     ap.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
@@ -96,6 +103,8 @@ def main() -> None:
             if part in parts:
                 sr = _interleaved(roots, env, part, args.sr_size, args.repeat)
                 _report_sr(sr, f"SR on tissue, {title}", args.repeat)
+        if "size" in parts:
+            _report_size(*_sizes(singles, tmp, env, args.repeat))
 
 
 def _interleaved(roots: dict, env: dict, part: str, size: int, repeat: int) -> dict:
@@ -155,11 +164,12 @@ def _series(root: Path, series: Path, tmp: Path, env: dict) -> dict:
     return {"seconds": t, "rss_mb": r}
 
 
-def _rat(root: Path, src: Path, dst: Path, cache: Path, env: dict) -> tuple[float, float]:
+def _rat(root: Path, src: Path, dst: Path, cache: Path, env: dict, *extra: str
+         ) -> tuple[float, float]:
     """One `rat denoise` subprocess (fresh region cache): (wall seconds, peak RSS MB)."""
     env = dict(env, PYTHONPATH=str(root), RAT_CACHE=str(cache))
     cmd = [sys.executable, "-m", "ratcli", "denoise", str(src), "-o", str(dst), "--task", "ct",
-           "--regions", "classical", "--device", "cpu", "--overwrite"]
+           "--regions", "classical", "--device", "cpu", "--overwrite", *extra]
     with tempfile.TemporaryFile() as err:
         t = time.perf_counter()
         # cwd: `python -m` puts the working directory first on sys.path, which would
@@ -175,7 +185,7 @@ def _rat(root: Path, src: Path, dst: Path, cache: Path, env: dict) -> tuple[floa
     return wall, usage.ru_maxrss / 1024
 
 
-def _classical_baselines(singles: list[Path]) -> dict:
+def _classical_baselines(singles: list[Path], nlm: bool = True) -> dict:
     """BM3D and NLM seconds per slice (median over the slices), sigma = the added noise."""
     import bm3d
     import SimpleITK as sitk
@@ -188,11 +198,44 @@ def _classical_baselines(singles: list[Path]) -> dict:
         t = time.perf_counter()
         bm3d.bm3d(x, sigma_psd=sigma)
         out["BM3D"].append(time.perf_counter() - t)
+        if not nlm:
+            continue
         t = time.perf_counter()
         denoise_nl_means(x, h=0.8 * sigma, sigma=sigma, patch_size=5, patch_distance=6,
                          fast_mode=True)
         out["NLM"].append(time.perf_counter() - t)
-    return {k: float(np.median(v)) for k, v in out.items()}
+    return {k: float(np.median(v)) for k, v in out.items() if v}
+
+
+SIZES = {"w16-2d": {}, "w16-2.5d": {"context_slices": 1}, "w32-2d": {"width": 32}}
+
+
+def _sizes(singles: list[Path], tmp: Path, env: dict, rounds: int) -> tuple[dict, dict]:
+    """({variant: [seconds of each rat denoise call]}, {"BM3D": [seconds per slice]}):
+    `rounds` rounds of BM3D and then every SIZES variant on every single slice."""
+    import torch
+
+    from ratcli.models import build_rat, load_checkpoint, save_checkpoint
+
+    ckpt = load_checkpoint(ROOT / "weights" / "rat-ct.pt")
+    meta = {k: v for k, v in ckpt.meta.items() if k not in ("provenance", "storage")}
+    weights = {}
+    for name, change in SIZES.items():
+        config = type(ckpt.config)(**{**ckpt.config.to_dict(), **change})
+        torch.manual_seed(0)
+        weights[name] = tmp / f"{name}.pt"
+        save_checkpoint(weights[name], build_rat(config), config, {**meta, "name": name})
+    times: dict = {name: [] for name in SIZES}
+    base: dict = {"BM3D": []}
+    for r in range(rounds):
+        for f in singles:
+            base["BM3D"].append(_classical_baselines([f], nlm=False)["BM3D"])
+        for name, path in weights.items():
+            for i, f in enumerate(singles):
+                t, _ = _rat(ROOT, f, tmp / f"{name}-{r}-{i}.nii.gz",
+                            tmp / f"cache-{name}-{r}-{i}", env, "--weights", str(path))
+                times[name].append(t)
+    return times, base
 
 
 def _run_child(root: Path, env: dict, *argv: str) -> dict:
@@ -472,6 +515,17 @@ def _report_flops(f: dict) -> None:
         free = f[mode]["w32"]["no_attention"] / f[mode]["w16"]["no_attention"]
         print(f"    attention (SDPA calls) takes {att['w16']:.3f} s at width 16, "
               f"{att['w32']:.3f} s at width 32; with it free the ratio would be {free:.2f}x")
+
+
+def _report_size(times: dict, base: dict) -> None:
+    bm3d = float(np.median(base["BM3D"]))
+    print(f"\n6. model size and 2.5D, rat denoise end to end on a 512^2 slice (median of "
+          f"{len(base['BM3D'])} calls each, taking turns) against BM3D {bm3d:.2f} s "
+          f"(range {min(base['BM3D']):.2f}-{max(base['BM3D']):.2f} s)")
+    for name, sec in times.items():
+        med = float(np.median(sec))
+        print(f"  {name:9} {med:6.2f} s (range {min(sec):.2f}-{max(sec):.2f})  "
+              f"/ BM3D = {med / bm3d:.2f}  {'within' if med <= bm3d else 'over'} BM3D's time")
 
 
 def _report_sr(sr: dict, title: str, repeat: int) -> None:
