@@ -5,10 +5,9 @@ on a single slice). In one process, interleaved, fastest of `--repeats`:
 - model time: rat-ct restoring the series with its region maps already computed
   (precomputed maps: what a region-cache hit costs);
 - + LiteMedSAM: the same restore computing LiteMedSAM maps (no cache), with key-slice
-  reuse (`reuse_diff`, default); for the series also without reuse (every slice runs
-  the model), and with each map made just before its slice instead of in the thread
-  beside the model ("not ahead", ratcli.inference.ahead); on a single slice also in
-  float32 where the default precision is bfloat16 (a CPU with native bfloat16);
+  reuse (`reuse_diff`, default) and, for the series, without reuse (every slice runs
+  the model); on a single slice also in float32 where the default precision is
+  bfloat16 (a CPU with native bfloat16);
 - + classical: the same with the classical partitioner, for reference.
 Printed: wall and CPU seconds (this process, all threads: other jobs on a shared machine
 move it far less than wall time), CPU ms per slice, and what the maps add, (restore with
@@ -34,7 +33,6 @@ apart) when present, else examples/ct_series (3 slices).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import statistics
 import tempfile
 import time
@@ -44,7 +42,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-import ratcli.inference.restorer as restorer_module
 from ratcli.inference.restorer import Restorer
 from ratcli.io import read
 from ratcli.models import load_checkpoint
@@ -96,7 +93,6 @@ def speed(args) -> None:
                 "+ classical": ClassicalPartitioner}
         if image.num_slices > 1:
             runs["+ LiteMedSAM, no reuse"] = partial(_fresh, med, task, reuse_diff=0.0)
-            runs["+ LiteMedSAM, not ahead"] = partial(_fresh, med, task)
         elif med.precision != "float32":
             med32 = LiteMedSamPartitioner(precision="float32").for_task(task)
             med32.partition_volume(norm)  # loads the float32 model
@@ -106,8 +102,7 @@ def speed(args) -> None:
         for _ in range(args.repeats):
             for name, make in runs.items():
                 part = make()
-                with _maps_inline(name.endswith("not ahead")):
-                    times[name].append(restore_seconds(restorer, image, part))
+                times[name].append(restore_seconds(restorer, image, part))
                 encoded[name] = getattr(part, "encoded", None)
         base = [min(t[i] for t in times["model time (maps cached)"]) for i in (0, 1)]
         Z = image.num_slices
@@ -119,26 +114,6 @@ def speed(args) -> None:
             print(f"  {name:<28} wall {wall:6.2f} s ({100 * (wall / base[0] - 1):+4.0f} %)  "
                   f"CPU {cpu:6.2f} s {1000 * cpu / Z:6.0f} ms/slice "
                   f"({100 * (cpu / base[1] - 1):+4.0f} %){keys}")
-
-
-@contextlib.contextmanager
-def _maps_inline(inline: bool):
-    """With inline=True, the restorer makes each slice's map just before the slice, in
-    its own thread (as before ratcli.inference.ahead)."""
-    if not inline:
-        yield
-        return
-
-    class Inline:
-        def __init__(self, compute, count, *, ahead):
-            self.get, self.close = compute, lambda: None
-
-    saved = restorer_module.Ahead
-    restorer_module.Ahead = Inline
-    try:
-        yield
-    finally:
-        restorer_module.Ahead = saved
 
 
 def _fresh(med: LiteMedSamPartitioner, task, **settings) -> LiteMedSamPartitioner:

@@ -15,8 +15,7 @@ partitioner: they see the task's fill (CT: air) there, and the output keeps the 
 padding pixels exactly. A 2.5D model (`context_slices` k > 0) gets each slice with its k
 neighbours on each side, chosen by ratcli.inference.context from the slice positions
 (replicated at the ends, for a single slice and across large gaps); the region map is
-the centre slice's. Region maps are made in order in a background thread, up to a wave
-ahead of the model (ahead.py), so a costly partitioner runs beside the network.
+the centre slice's.
 """
 
 from __future__ import annotations
@@ -30,7 +29,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from ratcli.errors import DeviceError, GeometryMismatchError, InputFormatError
-from ratcli.inference.ahead import Ahead
 from ratcli.inference.context import check_context, neighbour_index, slice_positions
 from ratcli.inference.device import (
     Precision,
@@ -145,33 +143,27 @@ class Restorer:
         self._done = 0
         slices: list[np.ndarray] = []
         inputs: dict[int, tuple[torch.Tensor, torch.Tensor | None]] = {}
-        maps = self._maps_ahead(norm, image)  # None: one region per tile
-        try:
-            while len(slices) < Z:
-                z0 = len(slices)
-                zs = range(z0, min(Z, z0 + self._wave_size(norm.shape[1], norm.shape[2])))
-                for z in zs:  # kept across an out-of-memory retry: each map is made once
-                    if z not in inputs:
-                        inputs[z] = (self._stack(norm, stacks[z]),
-                                     None if maps is None else maps.get(z))
-                self._slices_left = Z - z0
-                done_before = self._done
-                try:
-                    out = self._tiled([inputs[z] for z in zs])  # (k, C', H*s, W*s)
-                except Exception as exc:
-                    if not is_out_of_memory(exc):
-                        raise
-                    free_memory(self.device)
-                    self._shrink(image, exc)
-                    self._done = done_before  # the wave starts over, smaller batches/tiles
-                    continue
-                for z in zs:
-                    del inputs[z]
-                out = out.permute(0, 2, 3, 1) if norm.ndim == 4 else out[:, 0]
-                slices.extend(out.numpy())
-        finally:
-            if maps is not None:
-                maps.close()
+        while len(slices) < Z:
+            z0 = len(slices)
+            zs = range(z0, min(Z, z0 + self._wave_size(norm.shape[1], norm.shape[2])))
+            for z in zs:  # kept across an out-of-memory retry: the partitioner runs once
+                if z not in inputs:
+                    inputs[z] = self._prepare(norm, stacks[z], image.array[z], image)
+            self._slices_left = Z - z0
+            done_before = self._done
+            try:
+                out = self._tiled([inputs[z] for z in zs])  # (k, C', H*s, W*s)
+            except Exception as exc:
+                if not is_out_of_memory(exc):
+                    raise
+                free_memory(self.device)
+                self._shrink(image, exc)
+                self._done = done_before  # the wave starts over with smaller batches/tiles
+                continue
+            for z in zs:
+                del inputs[z]
+            out = out.permute(0, 2, 3, 1) if norm.ndim == 4 else out[:, 0]
+            slices.extend(out.numpy())
         out = self.task.denormalize(np.stack(slices), params)
         if self.guard and self.task.guard:
             low = image.array if padding is None else padding.filled(image.array)
@@ -204,24 +196,20 @@ class Restorer:
         per_slice = 4 * self.model.out_channels * Hp * Wp * s * s
         return max(1, min(k, MAX_WAVE_SLICES, MAX_WAVE_BYTES // per_slice))
 
-    def _stack(self, norm: np.ndarray, stack: np.ndarray) -> torch.Tensor:
+    def _prepare(self, norm: np.ndarray, stack: np.ndarray, raw2d: np.ndarray, image: Image
+                 ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """norm: (Z, H, W) or (Z, H, W, 3) float32 normalised volume; stack: (2k+1,) slice
-        indices, the restored slice in the middle -> x ((2k+1) * C, H, W)."""
+        indices, the restored slice in the middle -> (x ((2k+1) * C, H, W), regions of the
+        middle slice)."""
         planes = [_chw(norm[i]) for i in stack]  # 2k+1 x (C, H, W)
-        return planes[0] if len(planes) == 1 else torch.cat(planes)
+        centre = planes[len(planes) // 2]
+        x = centre if len(planes) == 1 else torch.cat(planes)
+        return x, self._regions(centre, raw2d, image)
 
-    def _maps_ahead(self, norm: np.ndarray, image: Image
-                    ) -> Ahead[torch.Tensor] | None:
-        """Region maps of the slices in order, made in a background thread up to a wave
-        ahead of the model (see ahead.py); None when the model runs with one region."""
+    def _regions(self, x: torch.Tensor, raw2d: np.ndarray, image: Image) -> torch.Tensor | None:
+        """Region labels (H*s, W*s) int64 for the whole slice, or None (one region)."""
         if self.partitioner is None or getattr(self.partitioner, "one_region", False):
-            return None
-        wave = self._wave_size(norm.shape[1], norm.shape[2])
-        return Ahead(lambda z: self._regions(_chw(norm[z]), image.array[z], image),
-                     image.num_slices, ahead=wave)
-
-    def _regions(self, x: torch.Tensor, raw2d: np.ndarray, image: Image) -> torch.Tensor:
-        """Region labels (H*s, W*s) int64 of one slice; x: (C, H, W) its normalised view."""
+            return None  # the model's own default, without partitioning anything
         C, H, W = x.shape
         s = self.scale
         if raw2d.dtype == np.uint8:  # RGB: partition the uint8 image itself
