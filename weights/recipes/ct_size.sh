@@ -6,7 +6,8 @@
 # compared on validation at equal training time: each variant gets the step count whose
 # time matches w16-2d's 500 steps (cosine schedule to that count, two validations).
 #   bash weights/recipes/ct_size.sh time    # seconds per step of each variant, taking turns
-#   bash weights/recipes/ct_size.sh train   # seeds 0-2 of each variant, two runs side by side
+#   bash weights/recipes/ct_size.sh train   # seeds 0-2 of each variant (SEEDS="3": others),
+#                                           # two runs side by side
 # `time` runs each variant alone for 30 steps (one thread), twice in turn, and prints the
 # seconds per step of steps 10-30 and the step counts that match 500 w16-2d steps
 # (STEPS_CTX, STEPS_W32 override the ones measured for the card, below). Compare the runs:
@@ -59,7 +60,7 @@ for v, s in per.items():
 EOF
     ;;
   train)
-    for seed in 0 1 2; do
+    for seed in ${SEEDS:-0 1 2}; do
       for v in w16-2d w16-2.5d w32-2d; do
         [[ " ${SKIP:-} " == *" $v "* ]] && continue
         while (($(jobs -rp | wc -l) >= 2)); do wait -n; done
