@@ -240,7 +240,7 @@ def test_patches_stack_neighbours_at_the_same_place_and_turn():
                                  f"v[{z}]", stack))
     data = PatchDataset(slices, patch=16, seed=3, length=32)
     for i in range(32):
-        inp, tgt, reg = data[i]
+        inp, tgt, reg, _ = data[i]
         assert inp.shape == (3, 16, 16) and tgt.shape == (1, 16, 16) and reg.shape == (16, 16)
         for c, allowed in ((0, (-1, 0)), (2, (0, 1))):  # 0 where replicated at an end
             d = (inp[c] - inp[1]).numpy()
@@ -257,7 +257,7 @@ def test_context_model_trains_exports_and_restores(tmp_path):
                       patch=32, batch_size=2, regions="none", photons=1e5, iters=3,
                       val_every=3, log_every=1, context_slices=1, input_detail=10.0)
     trainer = Trainer(cfg, tmp_path / "run")
-    inp, tgt, _ = trainer.dataset[0]
+    inp, tgt, _, _ = trainer.dataset[0]
     assert inp.shape == (3, 32, 32) and tgt.shape == (1, 32, 32)
     assert trainer.val_slices[0].model_input().shape == (3, 32, 32)
     result = trainer.fit()

@@ -133,7 +133,7 @@ def test_patches_are_consistent_across_input_target_and_regions():
     s = _sr_slice()
     ds = PatchDataset([s], patch=16, scale=2, seed=1, length=40)
     for i in range(len(ds)):
-        inp, tgt, reg = (t.numpy() for t in ds[i])
+        inp, tgt, reg, _ = (t.numpy() for t in ds[i])
         assert inp.shape == (3, 8, 8) and tgt.shape == (3, 16, 16) and reg.shape == (16, 16)
         # rot90/flip commute with box averaging: the input still matches the target
         assert np.allclose(tgt.reshape(3, 8, 2, 8, 2).mean(axis=(2, 4)), inp, atol=1e-6)

@@ -15,7 +15,9 @@ partitioner: they see the task's fill (CT: air) there, and the output keeps the 
 padding pixels exactly. A 2.5D model (`context_slices` k > 0) gets each slice with its k
 neighbours on each side, chosen by ratcli.inference.context from the slice positions
 (replicated at the ends, for a single slice and across large gaps); the region map is
-the centre slice's.
+the centre slice's. A noise-aware model (`noise_ref` > 0) also gets each slice's noise
+level, estimated from the whole normalised slice (ratcli.inference.noise), so every tile of
+a slice sees the same number.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from ratcli.inference.device import (
     resolve_device,
 )
 from ratcli.inference.guards import apply_guard
+from ratcli.inference.noise import estimate_noise
 from ratcli.inference.tiling import TileGrid
 from ratcli.io.image import Image
 from ratcli.io.padding import find_padding
@@ -50,6 +53,7 @@ from ratcli.tasks import TaskSpec
 __all__ = ["Restorer", "Partitioner", "ProgressFn"]
 
 ProgressFn = Callable[[int, int], None]  # (tiles done, tiles total) for the current image
+_Slice = tuple[torch.Tensor, torch.Tensor | None, float]  # x, regions, noise level
 
 MAX_WAVE_SLICES = 16  # slices restored together (their tiles share forward passes)
 MAX_WAVE_BYTES = 1 << 28  # float32 output accumulators of one wave on the device
@@ -108,6 +112,7 @@ class Restorer:
         if getattr(model, "in_channels", task.channels) != task.channels:
             raise ValueError(f"model input channels do not match task {task.name}")
         self.context = int(getattr(model, "context_slices", 0))  # k slices on each side
+        self.noise_aware = bool(getattr(model, "noise_ref", 0.0))
         check_context(task, self.context)
         self.device = device if isinstance(device, torch.device) else resolve_device(device)
         self.model = model.to(self.device).eval()
@@ -142,7 +147,7 @@ class Restorer:
         stacks = neighbour_index(slice_positions(image), self.context)
         self._done = 0
         slices: list[np.ndarray] = []
-        inputs: dict[int, tuple[torch.Tensor, torch.Tensor | None]] = {}
+        inputs: dict[int, _Slice] = {}
         while len(slices) < Z:
             z0 = len(slices)
             zs = range(z0, min(Z, z0 + self._wave_size(norm.shape[1], norm.shape[2])))
@@ -197,14 +202,15 @@ class Restorer:
         return max(1, min(k, MAX_WAVE_SLICES, MAX_WAVE_BYTES // per_slice))
 
     def _prepare(self, norm: np.ndarray, stack: np.ndarray, raw2d: np.ndarray, image: Image
-                 ) -> tuple[torch.Tensor, torch.Tensor | None]:
+                 ) -> _Slice:
         """norm: (Z, H, W) or (Z, H, W, 3) float32 normalised volume; stack: (2k+1,) slice
         indices, the restored slice in the middle -> (x ((2k+1) * C, H, W), regions of the
-        middle slice)."""
+        middle slice, its noise level for a noise-aware model (else 0))."""
         planes = [_chw(norm[i]) for i in stack]  # 2k+1 x (C, H, W)
         centre = planes[len(planes) // 2]
         x = centre if len(planes) == 1 else torch.cat(planes)
-        return x, self._regions(centre, raw2d, image)
+        noise = estimate_noise(norm[stack[len(stack) // 2]]) if self.noise_aware else 0.0
+        return x, self._regions(centre, raw2d, image), noise
 
     def _regions(self, x: torch.Tensor, raw2d: np.ndarray, image: Image) -> torch.Tensor | None:
         """Region labels (H*s, W*s) int64 for the whole slice, or None (one region)."""
@@ -229,13 +235,14 @@ class Restorer:
                                         f"expected {(H * s, W * s)}")
         return torch.from_numpy(labels.astype(np.int64))
 
-    def _tiled(self, items: list[tuple[torch.Tensor, torch.Tensor | None]]) -> torch.Tensor:
-        """k slices (x (C, H, W), regions) -> (k, C', H*s, W*s) float32 on CPU; the tiles
-        of all k slices are batched together."""
+    def _tiled(self, items: list[_Slice]) -> torch.Tensor:
+        """k slices (x (C, H, W), regions, noise) -> (k, C', H*s, W*s) float32 on CPU; the
+        tiles of all k slices are batched together."""
         C, H, W = items[0][0].shape
         s, m = self.scale, self.multiple
-        xps = [pad_to_multiple(x, m) for x, _ in items]  # (C, Hp, Wp); multiples of m
-        rps = [None if r is None else pad_to_multiple(r, m * s) for _, r in items]
+        xps = [pad_to_multiple(x, m) for x, _, _ in items]  # (C, Hp, Wp); multiples of m
+        rps = [None if r is None else pad_to_multiple(r, m * s) for _, r, _ in items]
+        noises = [n for _, _, n in items]
         Hp, Wp = xps[0].shape[-2:]
         grid = TileGrid.plan(Hp, Wp, tile=self.tile, overlap=round(self.tile * self.overlap),
                              scale=s)
@@ -252,7 +259,7 @@ class Restorer:
         for b0 in range(0, len(cells), per_pass):
             batch = cells[b0 : b0 + per_pass]
             origins = [(n, grid.ys[i], grid.xs[j]) for n, i, j in batch]
-            pred = self._run_batch(xps, rps, origins, th, tw)  # (B, C', th*s, tw*s)
+            pred = self._run_batch(xps, rps, noises, origins, th, tw)  # (B, C', th*s, tw*s)
             for (n, i, j), (_, y, x0), p in zip(batch, origins, pred, strict=True):
                 w = wy[i][:, None] * wx[j][None, :]
                 out[n, :, y * s : (y + th) * s, x0 * s : (x0 + tw) * s] += p * w
@@ -262,7 +269,8 @@ class Restorer:
         return out[:, :, : H * s, : W * s].cpu()
 
     def _run_batch(self, xps: list[torch.Tensor], rps: list[torch.Tensor | None],
-                   origins: list[tuple[int, int, int]], th: int, tw: int) -> torch.Tensor:
+                   noises: list[float], origins: list[tuple[int, int, int]], th: int, tw: int
+                   ) -> torch.Tensor:
         """One forward over a batch of tiles (slice n, y, x) cut from the padded slices."""
         s = self.scale
         tiles = torch.stack([xps[n][:, y : y + th, x : x + tw] for n, y, x in origins])
@@ -270,8 +278,11 @@ class Restorer:
         if rps[0] is not None:
             regions = torch.stack([rps[n][y * s : (y + th) * s, x * s : (x + tw) * s]
                                    for n, y, x in origins]).to(self.device)
+        args: tuple = (tiles.to(self.device), regions)
+        if self.noise_aware:  # every tile of a slice gets the whole slice's level
+            args += (torch.tensor([noises[n] for n, _, _ in origins], device=self.device),)
         with autocast(self.device, self.dtype):
-            pred = self.model(tiles.to(self.device), regions)
+            pred = self.model(*args)
         return pred.float()
 
     def _batch(self, grid: TileGrid) -> int:

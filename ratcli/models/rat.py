@@ -37,6 +37,7 @@ class RATConfig:
     region_block: int = 0
     sca_window: int = 0
     context_slices: int = 0
+    noise_ref: float = 0.0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -64,10 +65,12 @@ class RATGroup(nn.Module):
 class RegionAttentionTransformer(nn.Module):
     """RAT restoration network.
 
-    forward(x, regions): x (B, in_ch, H, W) normalised intensities; regions
+    forward(x, regions, noise): x (B, in_ch, H, W) normalised intensities; regions
     (B, H*scale, W*scale) integer labels at output resolution, or None for one region
-    per image. Returns (B, out_ch, H*scale, W*scale). Any H, W works: the input is
-    reflect-padded to a multiple of 16 and the output cropped back.
+    per image; noise (B,) each image's noise std in normalised units (noise-aware
+    models only, see noise_ref; ignored otherwise). Returns (B, out_ch, H*scale,
+    W*scale). Any H, W works: the input is reflect-padded to a multiple of 16 and the
+    output cropped back.
 
     input_shift, input_gain: a fixed affine map of the normalised intensities,
     x' = (x - shift) * gain, undone on the output. Low-dose CT noise is ~0.5 % of the
@@ -85,6 +88,12 @@ class RegionAttentionTransformer(nn.Module):
     sees the same at inference on any tile size, and R-MSA costs O(L * P^2 / 16) instead
     of O(L^2) per tile. 0 keeps regions whole (the checkpoints trained before it).
 
+    noise_ref: when > 0 the model is noise-aware (FFDNet-style): the stem also sees a
+    constant channel log2(noise / noise_ref), clamped to +-noise_octaves,
+    from the per-image noise level (ratcli.inference.noise). A real full-dose CT has
+    grain of its own, and how much of an input's grain to keep depends on how noisy the
+    whole slice is, which a 64-pixel training patch shows poorly. 0: no such channel.
+
     sca_window: when > 0, the NAFBlocks' channel attention pools over a box of
     sca_window x sca_window pixels at the first level (half that at H/2) instead of the
     whole tile (NAFBlock). Training patches and tiles no larger than the box compute what
@@ -93,6 +102,7 @@ class RegionAttentionTransformer(nn.Module):
     tile only drops the overlap). 0 pools the whole tile (older checkpoints).
     """
 
+    noise_octaves = 5.0  # the noise channel's clamp: 1/32 to 32 times noise_ref
     multiple = 16  # two stride-2 downsamplings, then 4x4 windows (4 * window in general)
     big_region = 64  # R-MSA: regions with more tokens are never padded into a shared call
 
@@ -116,6 +126,7 @@ class RegionAttentionTransformer(nn.Module):
         region_block: int = 0,
         sca_window: int = 0,
         context_slices: int = 0,
+        noise_ref: float = 0.0,
     ) -> None:
         super().__init__()
         if input_gain <= 0:
@@ -144,8 +155,12 @@ class RegionAttentionTransformer(nn.Module):
             raise ValueError("context_slices (2.5D input) is for greyscale CT/PET volumes: "
                              f"needs scale 1 and in_channels 1, got {scale} and {in_channels}")
         self.context_slices = context_slices
+        if noise_ref < 0:
+            raise ValueError(f"noise_ref must be >= 0, got {noise_ref}")
+        self.noise_ref = float(noise_ref)
         self.in_channels, self.out_channels = in_channels, out_channels  # per slice
         stem_in = in_channels * (2 * context_slices + 1) * (2 if input_detail else 1)
+        stem_in += 1 if noise_ref else 0  # the noise-level channel comes last
         c1, c2, c4 = width, 2 * width, 4 * width
         self.stem = nn.Conv2d(stem_in, c1, 3, padding=1)
         self.enc1 = nn.Sequential(*(NAFBlock(c1, sca_window=k1) for _ in range(enc_blocks)))
@@ -169,7 +184,8 @@ class RegionAttentionTransformer(nn.Module):
         self.dec1 = nn.Sequential(*(NAFBlock(c1, sca_window=k1) for _ in range(dec_blocks)))
         self.head = nn.Conv2d(c1, out_channels, 3, padding=1)
 
-    def forward(self, x: torch.Tensor, regions: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, regions: torch.Tensor | None = None,
+                noise: torch.Tensor | None = None) -> torch.Tensor:
         B, C, H, W = x.shape  # C = (2k+1) * in_channels, slice z-k first
         k, c = self.context_slices, self.in_channels
         stacked = (2 * k + 1) * c
@@ -190,6 +206,8 @@ class RegionAttentionTransformer(nn.Module):
         if self.input_detail:  # one detail channel per input channel, after all of them
             mean = F.avg_pool2d(F.pad(xp, (2, 2, 2, 2), mode="reflect"), 5, stride=1)
             sp = torch.cat([xp, (xp - mean) * (self.input_detail / self.input_gain)], dim=1)
+        if self.noise_ref:
+            sp = torch.cat([sp, self._noise_channel(noise, sp)], dim=1)
         plan = None
         if self.region_attn:
             # nearest-neighbour to H/4: the centre-ish pixel of each 4x4 block
@@ -214,6 +232,18 @@ class RegionAttentionTransformer(nn.Module):
         if self.out_channels == c:  # global residual: the net predicts a correction
             out = out + centre
         return out[..., :H, :W] / self.input_gain + self.input_shift
+
+
+    def _noise_channel(self, noise: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
+        """(B,) noise std -> (B, 1, Hp, Wp) constant log2(noise / noise_ref) maps."""
+        B, _, Hp, Wp = like.shape
+        if noise is None or noise.shape != (B,):
+            got = None if noise is None else tuple(noise.shape)
+            raise ValueError(f"a noise-aware model needs noise of shape {(B,)}, got {got}")
+        floor = self.noise_ref * 2.0 ** -self.noise_octaves
+        level = torch.log2(noise.float().clamp_min(floor) / self.noise_ref)
+        level = level.clamp(-self.noise_octaves, self.noise_octaves).to(like.dtype)
+        return level.view(B, 1, 1, 1).expand(B, 1, Hp, Wp)
 
 
 def build_rat(config: RATConfig) -> RegionAttentionTransformer:

@@ -45,6 +45,8 @@ class TrainConfig:
     whole, as NAFNet, so it only sets what larger inference tiles compute.
     context_slices: RATConfig.context_slices, k neighbouring slices on each side as extra
     input channels (2.5D, CT/PET only; ratcli.inference.context); 0 = the 2D model.
+    noise_ref: RATConfig.noise_ref, > 0 for a model that also sees each slice's noise
+    level (ratcli.inference.noise.estimate_noise; greyscale tasks only).
     identity_init: zero the output convolution so that, through the global residual, the
     untrained model returns its input (bilinearly upsampled for SR) and training starts from
     the input's quality. iters: optimiser steps; batch_size: patches per step and process;
@@ -76,6 +78,7 @@ class TrainConfig:
     input_detail: float = 0.0  # RATConfig.input_detail: gain of the stem's detail channel
     sca_window: int = 256  # RATConfig.sca_window (output pixels): patches below it pool whole
     context_slices: int = 0  # RATConfig.context_slices: 2.5D input, k slices on each side
+    noise_ref: float = 0.0  # RATConfig.noise_ref (normalised units): noise-aware model
     iters: int = 20000
     batch_size: int = 8
     patch: int = 128
@@ -121,6 +124,9 @@ class TrainConfig:
              "sca_window must be 0 (whole tile) or a positive even number"),
             (self.overshoot_weight >= 0, "overshoot_weight must be >= 0"),
             (self.context_slices >= 0, "context_slices must be >= 0"),
+            (self.noise_ref >= 0, "noise_ref must be >= 0"),
+            (self.noise_ref == 0 or self.spec.channels == 1,
+             "noise_ref (a noise-aware model) is for greyscale CT/PET tasks"),
             (self.val_every >= 1 and self.log_every >= 1 and self.val_max >= 1,
              "val_every, log_every, val_max must be >= 1"),
             (self.regions in ("none", "classical", "litemedsam", "sam", "auto"),
@@ -145,7 +151,8 @@ class TrainConfig:
                          region_attn=self.region_attn, input_shift=self.input_shift,
                          input_gain=self.input_gain, input_detail=self.input_detail,
                          region_block=block if self.region_attn else 0,
-                         sca_window=self.sca_window, context_slices=self.context_slices)
+                         sca_window=self.sca_window, context_slices=self.context_slices,
+                         noise_ref=self.noise_ref)
 
     def degradation(self) -> Degradation:
         return make_degradation(self.spec, dose=self.dose, photons=self.photons,

@@ -28,6 +28,7 @@ from torch.utils.data import Dataset
 
 from ratcli.errors import GeometryMismatchError, UsageError
 from ratcli.inference.context import check_context, neighbour_index, slice_positions
+from ratcli.inference.noise import estimate_noise
 from ratcli.regions.base import Partitioner
 from ratcli.tasks import TaskSpec
 from ratcli.training.data import VolumePair
@@ -44,6 +45,8 @@ class TrainSlice:
     labels (all 0 when no partitioner: one region); name: "<volume>[z]".
     stack: 2.5D only: the 2k+1 input slices z-k .. z+k, each (C, h, w) (`input` in the
     middle; arrays shared with the neighbouring TrainSlices, not copies); () for 2D.
+    noise: the input slice's noise level as inference estimates it
+    (ratcli.inference.noise.estimate_noise, normalised units); 0 for RGB.
     """
 
     input: np.ndarray
@@ -51,6 +54,7 @@ class TrainSlice:
     regions: np.ndarray
     name: str
     stack: tuple[np.ndarray, ...] = ()
+    noise: float = 0.0
 
     def model_input(self, ys: slice = slice(None), xs: slice = slice(None)) -> np.ndarray:
         """The network's input cropped to rows ys, columns xs: ((2k+1) * C, h', w')
@@ -78,8 +82,9 @@ def prepare_slices(
             regions = region_map(inp[z], pair.input.array[z], scale=task.scale,
                                  partitioner=partitioner)
             stack = () if index is None else tuple(planes[i] for i in index[z])
+            noise = 0.0 if task.channels != 1 else estimate_noise(planes[z][0])
             out.append(TrainSlice(planes[z], _chw(tgt[z]), regions, f"{pair.name}[{z}]",
-                                  stack))
+                                  stack, noise))
     return out
 
 
@@ -118,8 +123,9 @@ class PatchDataset(Dataset):
     slices: the training slices. patch: target patch edge (pixels at output resolution,
     a multiple of `scale`); the input patch is patch / scale and sits on the same grid.
     length: items per epoch (default: one per slice, at least 256). augment: rot90/flip.
-    Items are (input (C', p/s, p/s), target (C, p, p), regions (p, p) int64) tensors;
-    C' = (2k+1) * C for 2.5D slices (`TrainSlice.stack`), else C.
+    Items are (input (C', p/s, p/s), target (C, p, p), regions (p, p) int64, noise ()
+    float32: the whole slice's level) tensors; C' = (2k+1) * C for 2.5D slices
+    (`TrainSlice.stack`), else C.
     """
 
     def __init__(
@@ -153,7 +159,7 @@ class PatchDataset(Dataset):
     def __len__(self) -> int:
         return self.length
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, ...]:
         rng = np.random.default_rng([self.seed, self.epoch, index])
         s = self.slices[int(rng.integers(len(self.slices)))]
         p, k = self.patch, self.scale
@@ -168,7 +174,8 @@ class PatchDataset(Dataset):
             inp, tgt, reg = (_augment(a, turns, flip) for a in (inp, tgt, reg))
         return (torch.from_numpy(np.ascontiguousarray(inp)),
                 torch.from_numpy(np.ascontiguousarray(tgt)),
-                torch.from_numpy(np.ascontiguousarray(reg)))
+                torch.from_numpy(np.ascontiguousarray(reg)),
+                torch.tensor(s.noise, dtype=torch.float32))
 
 
 def _chw(a: np.ndarray) -> np.ndarray:

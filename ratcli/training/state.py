@@ -68,7 +68,8 @@ def seed_everything(seed: int) -> None:
 def init_from(model: torch.nn.Module, weights: str, expected: RATConfig) -> None:
     """Load `weights` (path or manifest name) into `model` to fine-tune from them; their
     model settings must be `expected` (the run's), except that 2D weights may start a
-    2.5D run (ratcli.training.context.inflate_2d)."""
+    2.5D run (ratcli.training.context.inflate_2d) and weights without a noise channel a
+    noise-aware run (the new channel's weights start at zero)."""
     from ratcli.models import load_checkpoint
     from ratcli.training.context import inflate_2d
     from ratcli.weights import resolve_weights
@@ -76,11 +77,19 @@ def init_from(model: torch.nn.Module, weights: str, expected: RATConfig) -> None
     ckpt = load_checkpoint(resolve_weights(weights))
     state = ckpt.state_dict
     # region_block changes which tokens attend to which, not the parameters
+    # and a noise-aware run may start from weights without the noise channel
     same = dataclasses.replace(ckpt.config, region_block=expected.region_block,
-                               context_slices=expected.context_slices) == expected
+                               context_slices=expected.context_slices,
+                               noise_ref=expected.noise_ref) == expected
+    if ckpt.config.noise_ref not in (0.0, expected.noise_ref):
+        same = False
     if not same or ckpt.config.context_slices not in (0, expected.context_slices):
         raise UsageError(f"init {weights}: its model settings differ from this run's "
                          f"({ckpt.config} vs {expected})")
     if ckpt.config.context_slices != expected.context_slices:  # 2D -> 2.5D
         state = inflate_2d(state, expected)
+    if expected.noise_ref and not ckpt.config.noise_ref:  # a zero noise channel: same model
+        w = state["stem.weight"]
+        state = {**state, "stem.weight": torch.cat([w, w.new_zeros(w.shape[0], 1,
+                                                                    *w.shape[2:])], 1)}
     model.load_state_dict({k: v.float() for k, v in state.items()})

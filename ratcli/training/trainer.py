@@ -248,10 +248,10 @@ class Trainer:
             epoch, skip = epoch + 1, 0
 
     def _train_step(self, batch: tuple[torch.Tensor, ...]) -> tuple[float, float]:
-        inp, tgt, regions = (t.to(self.device, non_blocking=True) for t in batch)
+        inp, tgt, regions, noise = (t.to(self.device, non_blocking=True) for t in batch)
         self.model.train()
         with autocast(self.device, self.amp_dtype):
-            pred = self.model(inp, regions)
+            pred = self.model(inp, regions, noise)
         loss = focal_region_loss(pred.float(), tgt, regions, beta=self.config.focal_beta)
         if self.config.overshoot_weight > 0:
             loss = loss + self.config.overshoot_weight * overshoot_loss(pred.float(), tgt)

@@ -36,8 +36,9 @@ def validate(
     for s in slices:
         x = torch.from_numpy(s.model_input())[None].to(device)  # (1, C', h, w); 2.5D: C' > C
         r = torch.from_numpy(s.regions)[None].to(device)  # (1, H, W)
+        noise = torch.tensor([s.noise], device=device)
         with autocast(device, dtype):
-            pred = model(x, r)
+            pred = model(x, r, noise)
         pred = pred.float()[0].cpu().numpy()  # (C, H, W)
         span = _data_range(task, s.target)
         losses.append(float(np.abs(pred - s.target).mean()))
