@@ -70,7 +70,9 @@ class Session:
     max_pixels: the largest image io.read decodes (None: RAT_MAX_PIXELS, else
     io.checks.DEFAULT_MAX_PIXELS; 0: no limit); raw: skip the task's output guard
     (ratcli.inference.guards) and keep the network's output as is; local_rank: the
-    GPU under torchrun (LOCAL_RANK) for device auto or cuda; the rest go to `Restorer`.
+    GPU under torchrun (LOCAL_RANK) for device auto or cuda; noise: the inputs' noise
+    std in their units, told to noise-aware weights (RATConfig.noise_ref; None: each
+    slice's is estimated; other weights refuse it); the rest go to `Restorer`.
     """
 
     def __init__(
@@ -92,6 +94,7 @@ class Session:
         raw: bool = False,
         on_tiles: ProgressFn | None = None,
         local_rank: int | None = None,
+        noise: float | None = None,
     ) -> None:
         self.mode = Mode(mode)
         self.scale = scale
@@ -109,6 +112,7 @@ class Session:
         self.partitioner = partitioner
         self.max_pixels = max_pixels
         self.raw = raw
+        self.noise = noise
         set_threads(threads)
         self.on_tiles = on_tiles
         self.fixed_task = None if task == "auto" else self._check_task(get_task(task))
@@ -169,6 +173,9 @@ class Session:
             ckpt = self._checkpoint(ref)
             task.check_weights(ckpt)
             model = ckpt.build(self.device)
+            if self.noise is not None and not ckpt.config.noise_ref:
+                raise UsageError(f"--noise: weights {ref} are not noise-aware; they "
+                                 "estimate nothing and take no noise level")
             partitioner = self._partitioner_for(task, ckpt, ref)
             restorer = Restorer(model, task, tile=self.tile, overlap=self.overlap,
                                 batch_size=self.batch_size, device=self.device,
@@ -294,7 +301,7 @@ def restore(image: Image, **session_options) -> Image:
     session = Session(**session_options)
     task = session.task_for(image, image.source or "image")
     restorer, _ = session.restorer(task)
-    return restorer.restore(image)
+    return restorer.restore(image, noise=session.noise)
 
 
 def _output_rule() -> OutputRule:
@@ -322,7 +329,7 @@ def _restore_source(session: Session, source: Source, out: Path, *, overwrite: b
     check_geometry_fits(image, out)  # before the model runs, not after
     task, note = session.pick_task(image, source.path)
     restorer, provenance = session.restorer(task)
-    restored = restorer.restore(image)
+    restored = restorer.restore(image, noise=session.noise)
     write(for_writer(restored, source), out, overwrite=overwrite, provenance=provenance)
     return task, note
 

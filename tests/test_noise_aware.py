@@ -14,7 +14,7 @@ import torch
 
 from ratcli.errors import UsageError
 from ratcli.inference import Restorer
-from ratcli.inference.noise import estimate_noise
+from ratcli.inference.noise import estimate_noise, pair_noise
 from ratcli.io import Domain, Image
 from ratcli.models import RATConfig, build_rat, load_checkpoint, save_checkpoint
 from ratcli.phantoms import ct_phantom
@@ -49,6 +49,15 @@ def test_estimate_reads_white_noise_on_a_phantom_and_ignores_padding(sigma):
     assert estimate_noise(padded) == pytest.approx(sigma, rel=0.12)
     assert estimate_noise(noisy * 2) == pytest.approx(2 * estimate_noise(noisy), rel=1e-9)
     assert estimate_noise(clean) < 0.25 * sigma  # edges are not read as noise
+
+
+def test_pair_noise_reads_the_added_noise_and_skips_untouched_pixels():
+    rng = np.random.default_rng(4)
+    target = ct_phantom(128, 1, 2)[0].astype(np.float64)
+    noisy = target + rng.normal(0, 12.0, target.shape)
+    noisy[:, :40] = target[:, :40]  # padding left as it was
+    assert pair_noise(noisy, target) == pytest.approx(12.0, rel=0.05)
+    assert pair_noise(target, target) == 0.0
 
 
 def test_estimate_of_a_flat_slice_is_zero_and_bad_shapes_are_refused():
@@ -132,6 +141,10 @@ def test_noise_aware_model_trains_from_slice_levels_and_restores(tmp_path):
     assert noise.shape == () and float(noise) > 0
     result = trainer.fit()
     trainer.close()
+    pair = Trainer(replace(cfg, noise_source="pair", iters=1), tmp_path / "pair")
+    p = pair.train_slices[0]
+    assert p.noise == pytest.approx(pair_noise(p.input[0], p.target[0])) and p.noise > 0
+    pair.close()
     ckpt = load_checkpoint(result.model)
     assert ckpt.config.noise_ref == REF and ckpt.build().stem.in_channels == 2
     vol = ct_phantom(32, 2, 2).astype(np.float32) + 30
@@ -143,3 +156,82 @@ def test_noise_aware_model_trains_from_slice_levels_and_restores(tmp_path):
 def test_rgb_tasks_refuse_a_noise_aware_model():
     with pytest.raises(UsageError, match="greyscale"):
         TrainConfig(task="sr-x2", noise_ref=0.01)
+
+
+def test_restore_told_the_noise_in_hu_gives_the_model_normalised_units():
+    vol = ct_phantom(64, 3, 1).astype(np.float32)
+    image = Image(vol, spacing=(0.7, 0.7, 2.5), domain=Domain.HU, modality="CT")
+    model = _Recorder()
+    Restorer(model, CT, device="cpu").restore(image, noise=20.0)
+    np.testing.assert_allclose(model.seen, [20 / 4096] * 3, rtol=1e-6)
+    model.seen.clear()
+    Restorer(model, CT, device="cpu").restore(image, noise=[5.0, 10.0, 40.0])
+    np.testing.assert_allclose(model.seen, np.array([5, 10, 40]) / 4096, rtol=1e-6)
+    for bad in (-1.0, [1.0, 2.0], float("nan")):
+        with pytest.raises(ValueError, match="noise must be"):
+            Restorer(model, CT, device="cpu").restore(image, noise=bad)
+
+
+def _aware_checkpoint(path) -> str:
+    cfg = RATConfig(noise_ref=REF, input_detail=10.0, **SMALL)
+    save_checkpoint(path, _model(noise_ref=REF, input_detail=10.0), cfg, meta={"task": "ct"})
+    return str(path)
+
+
+def _nifti(path, vol) -> str:
+    import SimpleITK as sitk
+
+    sitk.WriteImage(sitk.GetImageFromArray(vol), str(path))
+    return str(path)
+
+
+def test_denoise_noise_option_reaches_a_noise_aware_model_only(tmp_path):
+    from typer.testing import CliRunner
+
+    from ratcli.cli import app
+
+    rng = np.random.default_rng(2)
+    vol = (ct_phantom(32, 2, 1) + rng.normal(0, 30, (2, 32, 32))).astype(np.float32)
+    src = _nifti(tmp_path / "ct.nii.gz", vol)
+    aware = _aware_checkpoint(tmp_path / "aware.pt")
+    runner = CliRunner()
+    outs = {}
+    for told in (None, "5", "80"):
+        out = tmp_path / f"out-{told}.nii.gz"
+        args = ["denoise", src, "-o", str(out), "--weights", aware, "--task", "ct",
+                "--regions", "none", "--device", "cpu"]
+        r = runner.invoke(app, args + ([] if told is None else ["--noise", told]))
+        assert r.exit_code == 0, r.stderr
+        outs[told] = sitk_array(out)
+    assert not np.allclose(outs["5"], outs["80"])  # the level changes what it does
+    plain = str(tmp_path / "plain.pt")
+    save_checkpoint(plain, _model(input_detail=10.0), RATConfig(input_detail=10.0, **SMALL),
+                    meta={"task": "ct"})
+    r = runner.invoke(app, ["denoise", src, "-o", str(tmp_path / "p.nii.gz"), "--weights",
+                            plain, "--task", "ct", "--noise", "20", "--regions", "none"])
+    assert r.exit_code != 0 and "not noise-aware" in r.stderr
+    assert "Traceback" not in r.stderr and not (tmp_path / "p.nii.gz").exists()
+    r = runner.invoke(app, ["denoise", src, "-o", str(tmp_path / "n.nii.gz"), "--weights",
+                            aware, "--noise", "-3"])
+    assert r.exit_code == 2 and "--noise -3" in r.stderr
+
+
+def sitk_array(path) -> np.ndarray:
+    import SimpleITK as sitk
+
+    return sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
+
+
+def test_evaluate_tells_the_added_noise_with_noise_pair(tmp_path):
+    from ratcli.training.evaluate import evaluate
+
+    aware = _aware_checkpoint(tmp_path / "aware.pt")
+    runs = {}
+    for noise in ("blind", "pair"):
+        report = evaluate(CT, weights=[aware], data="synthetic:ct,volumes=1,slices=2,size=32",
+                          out=tmp_path / noise, baselines=["input"], regions="none",
+                          device="cpu", figures=0, noise=noise)
+        runs[noise] = [r["psnr"] for r in report.rows if r["method"] == "aware"]
+    assert len(runs["pair"]) == 2 and runs["pair"] != runs["blind"]
+    with pytest.raises(UsageError, match="--noise"):
+        evaluate(CT, weights=[aware], data="synthetic:ct", out=tmp_path / "x", noise="oracle")

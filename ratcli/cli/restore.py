@@ -10,6 +10,7 @@ processed), 2 for usage errors, 128+N when stopped by signal N.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import sys
 from enum import StrEnum
@@ -123,6 +124,10 @@ def denoise(
     skip_existing: bool = skip_existing_option(),
     log: Path | None = log_option(),
     raw: bool = _RAW,
+    noise: float | None = typer.Option(None, "--noise", help="Noise std of the inputs in "
+                                       "their units (HU for CT, activity for PET), for "
+                                       "noise-aware weights only (default: estimated per "
+                                       "slice from the input)."),
     as_json: bool = _JSON,
     quiet: bool = quiet_option(),
 ) -> None:
@@ -131,7 +136,7 @@ def denoise(
          task=task.value, weights=weights, device=device.value, tile=tile, overlap=overlap,
          batch_size=batch_size, regions=regions, sam_checkpoint=sam_checkpoint,
          no_cache=no_cache, max_pixels=max_pixels, threads=threads, raw=raw,
-         shard=shard, skip_existing=skip_existing, log=log)
+         shard=shard, skip_existing=skip_existing, log=log, noise=noise)
 
 
 @app.command(epilog=_RULES)
@@ -252,6 +257,9 @@ def _check_options(options: dict[str, Any]) -> None:
     from ratcli.options import check_tiling
 
     check_tiling(options["tile"], options["overlap"], options["batch_size"])
+    noise = options.get("noise")
+    if noise is not None and not (math.isfinite(noise) and noise >= 0):
+        raise UsageError(f"--noise {noise}: must be a finite number >= 0")
 
 
 def refuse_unusable(paths: list[str] | list[Path], *, as_json: bool) -> None:

@@ -199,6 +199,9 @@ def evaluate_command(
     allow_unpaired: bool = flag("--allow-unpaired", "Paired data (low/ + full/): leave out "
                                 "files that have no partner, with a note (default: an error "
                                 "naming each)."),
+    noise: str = typer.Option("blind", "--noise", help="What noise-aware models are told: "
+                              "blind (nothing, as `rat denoise`) or pair (each slice's added "
+                              "noise std, as nlm/tv/bm3d are told it)."),
     as_json: bool = json_option("Print the summary as one JSON object."),
     quiet: bool = quiet_option(),
 ) -> None:
@@ -223,6 +226,7 @@ def evaluate_command(
                 baselines=chosen, regions=regions, sim_seed=sim_seed, device=device.value,
                 degradation=make_degradation(spec, dose=dose, photons=photons),
                 figures=figures, overwrite=overwrite, allow_unpaired=allow_unpaired,
+                noise=noise,
                 on_progress=lambda done, total: bar.update(tid, completed=done, total=total))
         if not quiet:
             for note in report.notes:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["estimate_noise"]
+__all__ = ["estimate_noise", "pair_noise"]
 
 _MAD = 1.4826  # MAD -> std for Gaussian data
 
@@ -41,3 +41,16 @@ def estimate_noise(x: np.ndarray) -> float:
         return 0.0
     r = resid[keep][grad[keep] <= np.median(grad[keep])]
     return float(_MAD * np.median(np.abs(r - np.median(r))) / np.sqrt(8 / 9))
+
+
+def pair_noise(inp: np.ndarray, target: np.ndarray) -> float:
+    """Std of the noise that makes `inp` from `target` (same shape): the robust std of
+    their difference over the pixels where they differ (padding and clipped pixels that
+    stayed equal are left out). 0.0 when fewer than 64 pixels differ. What a
+    `noise_source = "pair"` model is trained with, and what `rat evaluate --noise pair`
+    tells it: the added noise's std, as the classical baselines are told it."""
+    d = (np.asarray(inp, np.float64) - np.asarray(target, np.float64)).ravel()
+    d = d[d != 0]
+    if d.size < 64:
+        return 0.0
+    return float(_MAD * np.median(np.abs(d - np.median(d))))

@@ -23,7 +23,7 @@ a slice sees the same number.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -126,10 +126,15 @@ class Restorer:
         self.partitioner = partitioner
         self.guard = guard
         self.on_progress = on_progress
+        self._noise: np.ndarray | None = None  # per-slice noise std given to restore()
 
     @torch.inference_mode()
-    def restore(self, image: Image) -> Image:
+    def restore(self, image: Image, noise: float | Sequence[float] | None = None) -> Image:
         """Restore every slice of `image`.
+
+        noise: for a noise-aware model, the noise std in the image's units (HU, activity),
+        one for all slices or one per slice; None estimates each slice's from the slice
+        (ratcli.inference.noise). Other models ignore it.
 
         Returns a derived Image: same domain and dtype, in-plane size and spacing changed
         by the task's scale, pixels denormalised to the input's units (HU, activity,
@@ -143,6 +148,7 @@ class Restorer:
         norm = self.task.normalize(view, params)  # (Z, Y, X[, 3]) float32
         del view  # one volume less held while the model runs; rebuilt for the guard
         Z = image.num_slices
+        self._noise = None if noise is None else _per_slice(noise, Z) / params.scale
         # (Z, 2k+1) slices stacked for each slice; (Z, 1) = the slice itself for a 2D model
         stacks = neighbour_index(slice_positions(image), self.context)
         self._done = 0
@@ -209,7 +215,10 @@ class Restorer:
         planes = [_chw(norm[i]) for i in stack]  # 2k+1 x (C, H, W)
         centre = planes[len(planes) // 2]
         x = centre if len(planes) == 1 else torch.cat(planes)
-        noise = estimate_noise(norm[stack[len(stack) // 2]]) if self.noise_aware else 0.0
+        z = int(stack[len(stack) // 2])
+        noise = 0.0
+        if self.noise_aware:
+            noise = estimate_noise(norm[z]) if self._noise is None else float(self._noise[z])
         return x, self._regions(centre, raw2d, image), noise
 
     def _regions(self, x: torch.Tensor, raw2d: np.ndarray, image: Image) -> torch.Tensor | None:
@@ -309,6 +318,16 @@ class Restorer:
     def _round_tile(self, tile: int) -> int:
         m = self.multiple
         return max(m, -(-int(tile) // m) * m)
+
+
+def _per_slice(noise: float | Sequence[float], Z: int) -> np.ndarray:
+    """A noise std given for all Z slices or for each -> (Z,) float64, checked."""
+    values = np.asarray(noise, np.float64)
+    values = np.full(Z, float(values)) if values.ndim == 0 else values
+    if values.shape != (Z,) or not np.all(np.isfinite(values)) or np.any(values < 0):
+        raise ValueError(f"noise must be one finite value >= 0 or one per slice ({Z}), "
+                         f"got {noise!r}")
+    return values
 
 
 def _chw(norm2d: np.ndarray) -> torch.Tensor:

@@ -46,7 +46,10 @@ class TrainConfig:
     context_slices: RATConfig.context_slices, k neighbouring slices on each side as extra
     input channels (2.5D, CT/PET only; ratcli.inference.context); 0 = the 2D model.
     noise_ref: RATConfig.noise_ref, > 0 for a model that also sees each slice's noise
-    level (ratcli.inference.noise.estimate_noise; greyscale tasks only).
+    level (ratcli.inference.noise; greyscale tasks only). noise_source: that level as
+    estimated from the input alone ("blind", what inference computes when not told) or
+    the std of the noise added to the target ("pair": a model to be told the noise, as
+    BM3D is).
     identity_init: zero the output convolution so that, through the global residual, the
     untrained model returns its input (bilinearly upsampled for SR) and training starts from
     the input's quality. iters: optimiser steps; batch_size: patches per step and process;
@@ -79,6 +82,7 @@ class TrainConfig:
     sca_window: int = 256  # RATConfig.sca_window (output pixels): patches below it pool whole
     context_slices: int = 0  # RATConfig.context_slices: 2.5D input, k slices on each side
     noise_ref: float = 0.0  # RATConfig.noise_ref (normalised units): noise-aware model
+    noise_source: str = "blind"  # what the noise channel is trained with: blind | pair
     iters: int = 20000
     batch_size: int = 8
     patch: int = 128
@@ -125,6 +129,7 @@ class TrainConfig:
             (self.overshoot_weight >= 0, "overshoot_weight must be >= 0"),
             (self.context_slices >= 0, "context_slices must be >= 0"),
             (self.noise_ref >= 0, "noise_ref must be >= 0"),
+            (self.noise_source in ("blind", "pair"), "noise_source: choose blind or pair"),
             (self.noise_ref == 0 or self.spec.channels == 1,
              "noise_ref (a noise-aware model) is for greyscale CT/PET tasks"),
             (self.val_every >= 1 and self.log_every >= 1 and self.val_max >= 1,

@@ -24,25 +24,22 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ratcli.errors import OutputExistsError, UsageError
 from ratcli.inference.guards import apply_guard
+from ratcli.inference.noise import pair_noise
 from ratcli.tasks import TaskSpec
 from ratcli.training.activity import VOLUME_COLUMNS, find_hot_spots, volume_metrics
-from ratcli.training.baselines import BASELINES, GRID_BASELINES, baselines_for, run_baseline
+from ratcli.training.baselines import GRID_BASELINES, baselines_for, run_baseline
 from ratcli.training.data import VolumePair, load_pairs, parse_data_spec
 from ratcli.training.degrade import Degradation, make_degradation
+from ratcli.training.eval_models import EvalModel, load_model, name_models
 from ratcli.training.metrics import METRIC_COLUMNS, definitions, image_metrics
 from ratcli.training.metrics import summarize as summarize_values
 from ratcli.training.oracle import GRIDS, run_best
 from ratcli.training.stats import compare_to_best
-
-if TYPE_CHECKING:
-    from ratcli.inference import Restorer
-    from ratcli.models import Checkpoint
 
 __all__ = ["evaluate", "EvalReport", "REPORT_FILES"]
 
@@ -89,6 +86,7 @@ def evaluate(
     figures: int = 3,
     overwrite: bool = False,
     allow_unpaired: bool = False,
+    noise: str = "blind",
     on_progress: ProgressFn | None = None,
 ) -> EvalReport:
     """Evaluate `weights` (checkpoint paths or manifest names) and baselines on `data`.
@@ -101,12 +99,17 @@ def evaluate(
     figures: images shown in figure.png (0: no figure). Writes REPORT_FILES into `out`.
     allow_unpaired: paired data with files on one side only is evaluated on the pairs,
     the others named in report.notes (else InputNotFoundError lists every one).
+    noise: what noise-aware models are told: "blind" (nothing: each estimates its input's
+    noise, as `rat denoise` does) or "pair" (each slice's added noise std, from the target,
+    as nlm/tv/bm3d are told it).
     """
+    if noise not in ("blind", "pair"):
+        raise UsageError(f"--noise {noise}: choose blind or pair")
     out = Path(out)
     _refuse_existing(out, overwrite, figures)
     names = baselines_for(task, None if baselines is None else list(baselines))
-    models = [_load_model(w, task, regions) for w in weights]
-    _name_models(models)
+    models = [load_model(w, task, regions) for w in weights]
+    name_models(models)
     if not names and not models:
         raise UsageError("nothing to evaluate: give --weights or at least one baseline")
     spec = parse_data_spec(data)
@@ -142,7 +145,10 @@ def evaluate(
             _tick(on_progress, done, total)
         for m in models:
             t0 = time.perf_counter()
-            raw = m.restorer(device).restore(pair.input).array
+            told = None if noise == "blind" or task.scale != 1 else [
+                pair_noise(i, t) for i, t in zip(pair.input.array, pair.target.array,
+                                                 strict=True)]
+            raw = m.restorer(device).restore(pair.input, noise=told).array
             if task.guard:  # what users get, and the raw network output beside it
                 raw_seconds = time.perf_counter() - t0
                 outputs[m.name] = apply_guard(task.guard, pair.input.array, raw, task.scale)
@@ -196,68 +202,6 @@ def _refuse_existing(out: Path, overwrite: bool, figures: int) -> None:
             raise OutputExistsError(f"{out / name}: output exists (use --overwrite to replace it)")
 
 
-@dataclass
-class _Model:
-    """A checkpoint to evaluate; `restorer(device)` builds its Restorer once."""
-
-    name: str
-    path: Path
-    checkpoint: Checkpoint
-    regions: str
-    task: TaskSpec
-    _restorer: Restorer | None = None
-
-    @property
-    def raw_name(self) -> str:
-        """Its raw network output's name (reported beside it when the task has a guard)."""
-        return f"{self.name}-raw"
-
-    def restorer(self, device: str) -> Restorer:
-        if self._restorer is None:
-            from ratcli.inference import Restorer
-            from ratcli.regions import make_partitioner
-
-            part = make_partitioner(self.regions, cache=True)
-            model = self.checkpoint.build("cpu")
-            # whole images in one tile: evaluation images are small and it is exact;
-            # the task's guard is applied by the caller, which reports both outputs
-            self._restorer = Restorer(model, self.task, tile=4096, overlap=0.0, batch_size=1,
-                                      device=device, partitioner=part, guard=False)
-        return self._restorer
-
-    def records(self) -> list[dict]:
-        """Report entries: the model (with the task's output guard) and, when there is
-        a guard, its raw network output."""
-        base = {"kind": "model", "weights": str(self.path), "sha256": self.checkpoint.sha256,
-                "regions": self.regions,
-                "provenance": self.checkpoint.meta.get("provenance", {}).get("data")}
-        if not self.task.guard:
-            return [{"name": self.name, **base}]
-        return [{"name": self.name, "guard": self.task.guard, **base},
-                {"name": self.raw_name, "guard": "none", **base}]
-
-
-def _load_model(weights: str | Path, task: TaskSpec, regions: str | None) -> _Model:
-    from ratcli.models import load_checkpoint
-    from ratcli.weights import resolve_weights
-
-    path = resolve_weights(weights)
-    ckpt = load_checkpoint(path)
-    task.check_weights(ckpt)
-    method = regions or ckpt.meta.get("regions") or "none"
-    name = path.parent.name if path.name == "model.pt" else path.stem
-    return _Model(name, path, ckpt, method, task)
-
-
-def _name_models(models: list[_Model]) -> None:
-    """Make model names unique (and distinct from baseline names) by numbering repeats."""
-    seen: dict[str, int] = {}
-    for m in models:
-        base = f"rat-{m.name}" if m.name in BASELINES else m.name
-        seen[base] = seen.get(base, 0) + 1
-        m.name = base if seen[base] == 1 else f"{base}-{seen[base]}"
-
-
 def _figure_picks(pairs: list[VolumePair], count: int) -> dict[str, list[int]]:
     """{volume name: slice indices} of `count` images spread evenly over the data set."""
     flat = [(p.name, z) for p in pairs for z in range(p.target.num_slices)]
@@ -299,7 +243,7 @@ def _volume_rows(pair: VolumePair, outputs: dict[str, np.ndarray]) -> list[dict]
             for method, volume in outputs.items()]
 
 
-def _panels(pair: VolumePair, outputs: dict[str, np.ndarray], z: int, models: list[_Model],
+def _panels(pair: VolumePair, outputs: dict[str, np.ndarray], z: int, models: list[EvalModel],
             names: list[str]) -> dict[str, np.ndarray]:
     """Figure columns for one image: input, outputs (models, else the first non-input
     baseline), target, and the |error| map of each output shown."""

@@ -28,13 +28,14 @@ from torch.utils.data import Dataset
 
 from ratcli.errors import GeometryMismatchError, UsageError
 from ratcli.inference.context import check_context, neighbour_index, slice_positions
-from ratcli.inference.noise import estimate_noise
+from ratcli.inference.noise import estimate_noise, pair_noise
 from ratcli.regions.base import Partitioner
 from ratcli.tasks import TaskSpec
 from ratcli.training.data import VolumePair
 
-__all__ = ["TrainSlice", "prepare_slices", "region_map", "PatchDataset"]
+__all__ = ["NOISE_SOURCES", "TrainSlice", "prepare_slices", "region_map", "PatchDataset"]
 
+NOISE_SOURCES = ("blind", "pair")
 
 
 @dataclass(frozen=True)
@@ -45,8 +46,9 @@ class TrainSlice:
     labels (all 0 when no partitioner: one region); name: "<volume>[z]".
     stack: 2.5D only: the 2k+1 input slices z-k .. z+k, each (C, h, w) (`input` in the
     middle; arrays shared with the neighbouring TrainSlices, not copies); () for 2D.
-    noise: the input slice's noise level as inference estimates it
-    (ratcli.inference.noise.estimate_noise, normalised units); 0 for RGB.
+    noise: the input slice's noise level (normalised units; 0 for RGB): as inference
+    estimates it from the input (noise_source "blind", ratcli.inference.noise) or the std
+    of the noise added to the target ("pair").
     """
 
     input: np.ndarray
@@ -66,10 +68,13 @@ class TrainSlice:
 
 def prepare_slices(
     pairs: list[VolumePair], task: TaskSpec, *, partitioner: Partitioner | None,
-    context: int = 0,
+    context: int = 0, noise_source: str = "blind",
 ) -> list[TrainSlice]:
     """Normalise each volume pair by its input's parameters and cut it into slices;
-    context k > 0 gives each slice its 2.5D stack of 2k+1 input slices."""
+    context k > 0 gives each slice its 2.5D stack of 2k+1 input slices; noise_source
+    ("blind" | "pair") says how TrainSlice.noise is measured."""
+    if noise_source not in NOISE_SOURCES:
+        raise UsageError(f"noise_source {noise_source!r}: choose blind or pair")
     check_context(task, context)
     out = []
     for pair in pairs:
@@ -82,7 +87,10 @@ def prepare_slices(
             regions = region_map(inp[z], pair.input.array[z], scale=task.scale,
                                  partitioner=partitioner)
             stack = () if index is None else tuple(planes[i] for i in index[z])
-            noise = 0.0 if task.channels != 1 else estimate_noise(planes[z][0])
+            noise = 0.0
+            if task.channels == 1:
+                noise = (pair_noise(inp[z], tgt[z]) if noise_source == "pair" else
+                         estimate_noise(inp[z]))
             out.append(TrainSlice(planes[z], _chw(tgt[z]), regions, f"{pair.name}[{z}]",
                                   stack, noise))
     return out

@@ -178,9 +178,10 @@ class Trainer:
             val = load_pairs(val_data, spec, degradation=degradation, seed=cfg.seed + 1)
             val_record = val_data.describe()
         # the task sets the partitioner's view (LiteMedSAM's CT window), as at inference
-        part, k = self._partitioner().for_task(spec), cfg.context_slices  # k: 2.5D neighbours
-        self.train_slices = prepare_slices(train, spec, partitioner=part, context=k)
-        val_slices = prepare_slices(val, spec, partitioner=part, context=k)
+        kw = {"partitioner": self._partitioner().for_task(spec), "noise_source": cfg.noise_source,
+              "context": cfg.context_slices}  # context: k 2.5D neighbours on each side
+        self.train_slices = prepare_slices(train, spec, **kw)
+        val_slices = prepare_slices(val, spec, **kw)
         keep = np.unique(np.linspace(0, len(val_slices) - 1, cfg.val_max).round().astype(int))
         self.val_slices: list[TrainSlice] = [val_slices[i] for i in keep]
         self.dataset = PatchDataset(
@@ -339,9 +340,8 @@ def _cosine(floor: float, iters: int) -> Callable[[int], float]:
 
 def _zero_output_layer(model: torch.nn.Module) -> None:
     """Zero the head conv: with the global residual the network starts as the identity
-    (NAFBlocks and RAT layers already start as identities through their zero-initialised
-    residual scales), so early training refines the input instead of undoing noise from
-    a random head."""
+    (NAFBlocks and RAT layers start as identities through their zero-initialised residual
+    scales), so early training refines the input, not the noise of a random head."""
     torch.nn.init.zeros_(model.head.weight)
     torch.nn.init.zeros_(model.head.bias)
 
