@@ -76,6 +76,8 @@ def main() -> None:
     ap.add_argument("out", type=Path)
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--parts", default="train,val")
+    ap.add_argument("--cells", default="", help="test cells only, e.g. d4-ramp,d4-hann "
+                    "(default: every dose x filter)")
     args = ap.parse_args()
     out = args.out / "ct-wide"
     parts = set(args.parts.split(","))
@@ -94,13 +96,16 @@ def main() -> None:
         for i, (name, rel) in enumerate(TEST.items()):
             for j, (tag, dose) in enumerate(TEST_DOSES.items()):
                 for k, filt in enumerate(FILTERS):
+                    if args.cells and f"{tag}-{filt}" not in args.cells.split(","):
+                        continue
                     jobs.append((f"test/{tag}-{filt}", name, args.shared / rel,
                                  ("test", (1e6, dose, filt)), [13, i, j, k]))
     with ProcessPoolExecutor(args.workers) as pool:
         done = list(pool.map(_job, [(out, *j) for j in jobs]))
     record = {f"{split}/{name}": info for split, name, info in done}
     out.mkdir(parents=True, exist_ok=True)
-    (out / f"provenance-{'-'.join(sorted(parts))}.json").write_text(json.dumps(record, indent=1))
+    tag = "-".join(sorted(parts)) + (f"-{args.cells.replace(',', '+')}" if args.cells else "")
+    (out / f"provenance-{tag}.json").write_text(json.dumps(record, indent=1))
 
 
 def _job(job) -> tuple[str, str, list]:
