@@ -30,7 +30,7 @@ from ratcli.training.metrics import psnr
 from ratcli.weights import REPO_WEIGHTS_DIR, load_manifest
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
-SHIPPED = {"rat-ct": "ct", "rat-ct-window-only": "ct", "rat-pet": "pet",
+SHIPPED = {"rat-ct": "ct", "rat-ct-window-only": "ct", "rat-ct-noise": "ct", "rat-pet": "pet",
            "rat-sr-x2": "sr-x2", "rat-sr-x4": "sr-x4"}
 
 
@@ -67,6 +67,7 @@ def test_manifest_entry_matches_the_checkpoint(name):
     prov = ckpt.meta["provenance"]
     assert prov["steps"] == prov["train_config"]["iters"]
     assert prov["train_config"]["region_attn"] is (name != "rat-ct-window-only")
+    assert (ckpt.config.noise_ref > 0) is (name == "rat-ct-noise")  # the one noise-aware
     assert (REPO_WEIGHTS_DIR / entry.file).stat().st_size < 8 * 2**20  # small files
 
 
@@ -91,7 +92,7 @@ def _denoise_case(task: str, seed: int = 3) -> tuple[Image, np.ndarray]:
     return Image(low, spacing=(2.0, 2.0, 2.0), domain=Domain.ACTIVITY, modality="PT"), clean
 
 
-@pytest.mark.parametrize("name", ["rat-ct", "rat-ct-window-only", "rat-pet"])
+@pytest.mark.parametrize("name", ["rat-ct", "rat-ct-window-only", "rat-ct-noise", "rat-pet"])
 def test_denoiser_restores_a_small_image(name):
     task = SHIPPED[name]
     low, clean = _denoise_case(task)

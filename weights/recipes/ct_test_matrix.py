@@ -14,7 +14,8 @@ std, as BM3D is; blind: nothing, as `rat denoise`). Reports already written are 
 again, so the test is looked at once per model. tables.md / tables.json in OUT: per scan
 and cell, the added noise std (HU, robust std of input - target), the mean PSNR over 4096
 HU of every method, and each model's paired difference to the best classical baseline
-(the higher mean of bm3d and tv-best) with its 95 % t interval and the slices ahead.
+(the higher mean of bm3d and tv-best; tv-best alone in cells run with --baselines
+input,tv-best) with its 95 % t interval and the slices ahead.
 """
 
 from __future__ import annotations
@@ -66,6 +67,8 @@ def added_noise(cell: Path, scan: str) -> float:
 def table(cells: list[Path], out: Path, models: list[str]) -> dict:
     result: dict = {}
     for cell in cells:
+        if not all((out / n / cell.name / "metrics.csv").is_file() for n in ["base", *models]):
+            continue  # not evaluated (yet): left out of the tables
         rows = rows_of(out / "base" / cell.name)
         for name in models:
             rows += rows_of(out / name / cell.name, rename=name)
@@ -113,15 +116,21 @@ def main() -> None:
     ap.add_argument("--base", default="rat-ct", help="weights evaluated with the baselines")
     ap.add_argument("--model", action="append", default=[], help="NAME=WEIGHTS:NOISE")
     ap.add_argument("--jobs", type=int, default=2)
+    ap.add_argument("--baselines", default=BASELINES, help="for the --base reports (BM3D "
+                    "takes about a minute per 512^2 slice here; the tables name the cells "
+                    "without it)")
+    ap.add_argument("--cells", default="", help="only these cells, e.g. d4-ramp,d4-hann")
     args = ap.parse_args()
     cells = sorted((p for p in args.test.iterdir() if (p / "low").is_dir()),
                    key=lambda p: (ORDER.index(p.name.split("-")[0]), p.name))
+    if args.cells:
+        cells = [c for c in cells if c.name in args.cells.split(",")]
     models = {}
     for spec in args.model:
         name, _, rest = spec.partition("=")
         weights, _, noise = rest.rpartition(":")
         models[name] = (weights, noise)
-    jobs = [(c, args.out / "base" / c.name, args.base, BASELINES, "blind") for c in cells]
+    jobs = [(c, args.out / "base" / c.name, args.base, args.baselines, "blind") for c in cells]
     jobs += [(c, args.out / n / c.name, w, "input", noise)
              for n, (w, noise) in models.items() for c in cells]
     with ThreadPoolExecutor(args.jobs) as pool:
