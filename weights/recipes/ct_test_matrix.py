@@ -93,13 +93,13 @@ def table(cells: list[Path], out: Path, models: list[str]) -> dict:
 def markdown(result: dict) -> str:
     lines = []
     for scan, cells in result.items():
-        first = next(iter(cells.values()))
-        methods, models = list(first["mean"]), list(first["vs_best"])
+        methods = list(dict.fromkeys(m for t in cells.values() for m in t["mean"]))
+        models = list(dict.fromkeys(m for t in cells.values() for m in t["vs_best"]))
         lines += [f"### {scan}", "", "| cell | added noise (HU) | " + " | ".join(methods)
                   + "".join(f" | {m} - best [95% CI] (ahead)" for m in models) + " |",
                   "|---" * (2 + len(methods) + len(models)) + "|"]
         for name, t in cells.items():
-            cells_ = [f"{t['mean'][m]:.2f}" for m in methods]
+            cells_ = [f"{t['mean'][m]:.2f}" if m in t["mean"] else "not run" for m in methods]
             for m in models:
                 d = t["vs_best"][m]
                 cells_.append(f"{d['mean']:+.2f} [{d['ci95_low']:+.2f}, {d['ci95_high']:+.2f}]"
