@@ -17,8 +17,9 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["estimate_noise", "pair_noise"]
+__all__ = ["NOISE_SOURCES", "estimate_noise", "pair_noise"]
 
+NOISE_SOURCES = ("blind", "pair")  # what a model's noise channel is trained with
 _MAD = 1.4826  # MAD -> std for Gaussian data
 BOX = 7  # edge of the mean whose residual estimate_noise reads
 

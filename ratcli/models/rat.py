@@ -89,10 +89,10 @@ class RegionAttentionTransformer(nn.Module):
     of O(L^2) per tile. 0 keeps regions whole (the checkpoints trained before it).
 
     noise_ref: when > 0 the model is noise-aware (FFDNet-style): the stem also sees a
-    constant channel log2(noise / noise_ref), clamped to +-noise_octaves,
-    from the per-image noise level (ratcli.inference.noise). A real full-dose CT has
-    grain of its own, and how much of an input's grain to keep depends on how noisy the
-    whole slice is, which a 64-pixel training patch shows poorly. 0: no such channel.
+    constant channel log2(noise / noise_ref), clamped to +-noise_octaves, from each
+    image's noise level (ratcli.inference.noise). A real full-dose CT has grain of its
+    own, and how much of an input's grain to keep depends on how much noise was added,
+    which a 64-pixel training patch shows poorly. 0: no such channel.
 
     sca_window: when > 0, the NAFBlocks' channel attention pools over a box of
     sca_window x sca_window pixels at the first level (half that at H/2) instead of the
@@ -232,7 +232,6 @@ class RegionAttentionTransformer(nn.Module):
         if self.out_channels == c:  # global residual: the net predicts a correction
             out = out + centre
         return out[..., :H, :W] / self.input_gain + self.input_shift
-
 
     def _noise_channel(self, noise: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
         """(B,) noise std -> (B, 1, Hp, Wp) constant log2(noise / noise_ref) maps."""

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from ratcli.errors import InputFormatError, UsageError
 from ratcli.inference.context import check_context
+from ratcli.inference.noise import NOISE_SOURCES
 from ratcli.models import RATConfig, RegionAttentionTransformer
 from ratcli.tasks import TaskSpec, get_task
 from ratcli.training.degrade import Degradation, make_degradation
@@ -129,7 +130,7 @@ class TrainConfig:
             (self.overshoot_weight >= 0, "overshoot_weight must be >= 0"),
             (self.context_slices >= 0, "context_slices must be >= 0"),
             (self.noise_ref >= 0, "noise_ref must be >= 0"),
-            (self.noise_source in ("blind", "pair"), "noise_source: choose blind or pair"),
+            (self.noise_source in NOISE_SOURCES, "noise_source: choose blind or pair"),
             (self.noise_ref == 0 or self.spec.channels == 1,
              "noise_ref (a noise-aware model) is for greyscale CT/PET tasks"),
             (self.val_every >= 1 and self.log_every >= 1 and self.val_max >= 1,

@@ -28,14 +28,12 @@ from torch.utils.data import Dataset
 
 from ratcli.errors import GeometryMismatchError, UsageError
 from ratcli.inference.context import check_context, neighbour_index, slice_positions
-from ratcli.inference.noise import estimate_noise, pair_noise
+from ratcli.inference.noise import NOISE_SOURCES, estimate_noise, pair_noise
 from ratcli.regions.base import Partitioner
 from ratcli.tasks import TaskSpec
 from ratcli.training.data import VolumePair
 
-__all__ = ["NOISE_SOURCES", "TrainSlice", "prepare_slices", "region_map", "PatchDataset"]
-
-NOISE_SOURCES = ("blind", "pair")
+__all__ = ["TrainSlice", "prepare_slices", "region_map", "PatchDataset"]
 
 
 @dataclass(frozen=True)
