@@ -233,5 +233,6 @@ def test_evaluate_tells_the_added_noise_with_noise_pair(tmp_path):
                           device="cpu", figures=0, noise=noise)
         runs[noise] = [r["psnr"] for r in report.rows if r["method"] == "aware"]
     assert len(runs["pair"]) == 2 and runs["pair"] != runs["blind"]
+    assert report.methods[-1]["noise"] == "pair"  # the report says what it was told
     with pytest.raises(UsageError, match="--noise"):
         evaluate(CT, weights=[aware], data="synthetic:ct", out=tmp_path / "x", noise="oracle")

@@ -29,7 +29,7 @@ import numpy as np
 
 from ratcli.errors import OutputExistsError, UsageError
 from ratcli.inference.guards import apply_guard
-from ratcli.inference.noise import pair_noise
+from ratcli.inference.noise import NOISE_SOURCES, pair_noise
 from ratcli.tasks import TaskSpec
 from ratcli.training.activity import VOLUME_COLUMNS, find_hot_spots, volume_metrics
 from ratcli.training.baselines import GRID_BASELINES, baselines_for, run_baseline
@@ -103,7 +103,7 @@ def evaluate(
     noise, as `rat denoise` does) or "pair" (each slice's added noise std, from the target,
     as nlm/tv/bm3d are told it).
     """
-    if noise not in ("blind", "pair"):
+    if noise not in NOISE_SOURCES:
         raise UsageError(f"--noise {noise}: choose blind or pair")
     out = Path(out)
     _refuse_existing(out, overwrite, figures)
@@ -123,7 +123,8 @@ def evaluate(
     shown: list[tuple[str, dict]] = []
     total, done = len(pairs) * (len(names) + len(models)), 0
     picks = _figure_picks(pairs, figures)
-    records = [r for m in models for r in m.records()]  # guarded and raw outputs
+    records = [r | ({"noise": noise} if m.checkpoint.config.noise_ref else {})
+               for m in models for r in m.records()]  # guarded and raw outputs
     model_names = [r["name"] for r in records]
     at_edge = dict.fromkeys(names, 0)  # images whose grid choice is at the grid's edge
     for pair in pairs:
@@ -143,11 +144,10 @@ def evaluate(
             seconds[name] = time.perf_counter() - t0
             done += 1
             _tick(on_progress, done, total)
+        told = None if noise == "blind" or task.scale != 1 else [
+            pair_noise(i, t) for i, t in zip(pair.input.array, pair.target.array, strict=True)]
         for m in models:
             t0 = time.perf_counter()
-            told = None if noise == "blind" or task.scale != 1 else [
-                pair_noise(i, t) for i, t in zip(pair.input.array, pair.target.array,
-                                                 strict=True)]
             raw = m.restorer(device).restore(pair.input, noise=told).array
             if task.guard:  # what users get, and the raw network output beside it
                 raw_seconds = time.perf_counter() - t0
