@@ -184,7 +184,8 @@ def test_nifti_output_only_when_slices_fit_one_grid(tmp_path, weights, case, mon
     out = tmp_path / "OUT" / "ct.nii.gz"
     runs = []
     restore = Restorer.restore
-    monkeypatch.setattr(Restorer, "restore", lambda self, im: runs.append(1) or restore(self, im))
+    monkeypatch.setattr(Restorer, "restore",
+                        lambda self, im, **kw: runs.append(1) or restore(self, im, **kw))
     (result,) = restore_many([src], out, weights=weights, device="cpu", partitioner="none")
     if case == "oblique":
         assert result.status == "ok", result.error
