@@ -33,7 +33,9 @@ Every draw is seeded; provenance-<parts>.json lists each slice's settings.
 
 Status: a 500-step fine-tune of rat-ct on this data was worse on validation than the
 same fine-tune on the old data (see "First short run on the wider CT data" in the
-rat-ct card): the models also remove the full-dose target's own grain. Not adopted yet.
+rat-ct card): the models also remove the full-dose target's own grain. The noise-aware
+rat-ct-noise (ct-wide-noise-pair*.toml) is trained on it; `--parts test [--cells ...]`
+writes the test matrix that ct_test_matrix.py scores.
 """
 
 from __future__ import annotations
