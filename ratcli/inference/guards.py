@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ratcli.inference.noise import robust_std
+
 __all__ = ["apply_guard", "activity_guard", "range_guard", "GUARDS"]
 
 GUARDS = ("activity", "range")
@@ -124,8 +126,7 @@ def _significance(d: np.ndarray, out: np.ndarray, sigma: float, z: float,
     m = ndimage.gaussian_filter(d, sig)
     var = ndimage.gaussian_filter(out, [s / np.sqrt(2) for s in sig])
     score = m / np.sqrt(np.maximum(var, _BODY * top))
-    inside = score[body]
-    spread = 1.4826 * float(np.median(np.abs(inside - np.median(inside))))
+    spread = robust_std(score[body])
     if spread <= 0:
         return np.zeros_like(d)
     return np.clip(np.abs(score) / spread - z, 0.0, 1.0)

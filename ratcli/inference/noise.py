@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["NOISE_SOURCES", "estimate_noise", "pair_noise"]
+__all__ = ["NOISE_SOURCES", "estimate_noise", "pair_noise", "robust_std"]
 
 NOISE_SOURCES = ("blind", "pair")  # what a model's noise channel is trained with
 _MAD = 1.4826  # MAD -> std for Gaussian data
@@ -52,7 +52,7 @@ def estimate_noise(x: np.ndarray) -> float:
     if keep.sum() < 64:
         return 0.0
     r = resid[keep][grad[keep] <= np.median(grad[keep])]
-    return float(_MAD * np.median(np.abs(r - np.median(r))) / np.sqrt(1 - 1 / BOX**2))
+    return robust_std(r) / float(np.sqrt(1 - 1 / BOX**2))
 
 
 def pair_noise(inp: np.ndarray, target: np.ndarray) -> float:
@@ -65,4 +65,10 @@ def pair_noise(inp: np.ndarray, target: np.ndarray) -> float:
     d = d[d != 0]
     if d.size < 64:
         return 0.0
-    return float(_MAD * np.median(np.abs(d - np.median(d))))
+    return robust_std(d)
+
+
+def robust_std(a: np.ndarray) -> float:
+    """1.4826 x the median absolute deviation of `a` (in its own dtype): the std of
+    Gaussian data, unmoved by a minority of outliers (edges, lesions)."""
+    return _MAD * float(np.median(np.abs(a - np.median(a))))
