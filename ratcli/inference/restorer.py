@@ -126,7 +126,6 @@ class Restorer:
         self.partitioner = partitioner
         self.guard = guard
         self.on_progress = on_progress
-        self._noise: np.ndarray | None = None  # per-slice noise std given to restore()
 
     @torch.inference_mode()
     def restore(self, image: Image, noise: float | Sequence[float] | None = None) -> Image:
@@ -148,7 +147,7 @@ class Restorer:
         norm = self.task.normalize(view, params)  # (Z, Y, X[, 3]) float32
         del view  # one volume less held while the model runs; rebuilt for the guard
         Z = image.num_slices
-        self._noise = None if noise is None else _per_slice(noise, Z) / params.scale
+        told = None if noise is None else _per_slice(noise, Z) / params.scale  # normalised
         # (Z, 2k+1) slices stacked for each slice; (Z, 1) = the slice itself for a 2D model
         stacks = neighbour_index(slice_positions(image), self.context)
         self._done = 0
@@ -159,7 +158,8 @@ class Restorer:
             zs = range(z0, min(Z, z0 + self._wave_size(norm.shape[1], norm.shape[2])))
             for z in zs:  # kept across an out-of-memory retry: the partitioner runs once
                 if z not in inputs:
-                    inputs[z] = self._prepare(norm, stacks[z], image.array[z], image)
+                    inputs[z] = self._prepare(norm, stacks[z], image.array[z], image,
+                                              None if told is None else float(told[z]))
             self._slices_left = Z - z0
             done_before = self._done
             try:
@@ -207,18 +207,18 @@ class Restorer:
         per_slice = 4 * self.model.out_channels * Hp * Wp * s * s
         return max(1, min(k, MAX_WAVE_SLICES, MAX_WAVE_BYTES // per_slice))
 
-    def _prepare(self, norm: np.ndarray, stack: np.ndarray, raw2d: np.ndarray, image: Image
-                 ) -> _Slice:
+    def _prepare(self, norm: np.ndarray, stack: np.ndarray, raw2d: np.ndarray, image: Image,
+                 told: float | None) -> _Slice:
         """norm: (Z, H, W) or (Z, H, W, 3) float32 normalised volume; stack: (2k+1,) slice
-        indices, the restored slice in the middle -> (x ((2k+1) * C, H, W), regions of the
-        middle slice, its noise level for a noise-aware model (else 0))."""
+        indices, the restored slice in the middle; told: its noise level given to
+        restore() (normalised), None to estimate it -> (x ((2k+1) * C, H, W), regions of
+        the middle slice, its noise level for a noise-aware model (else 0))."""
         planes = [_chw(norm[i]) for i in stack]  # 2k+1 x (C, H, W)
         centre = planes[len(planes) // 2]
         x = centre if len(planes) == 1 else torch.cat(planes)
-        z = int(stack[len(stack) // 2])
         noise = 0.0
         if self.noise_aware:
-            noise = estimate_noise(norm[z]) if self._noise is None else float(self._noise[z])
+            noise = estimate_noise(norm[stack[len(stack) // 2]]) if told is None else told
         return x, self._regions(centre, raw2d, image), noise
 
     def _regions(self, x: torch.Tensor, raw2d: np.ndarray, image: Image) -> torch.Tensor | None:
