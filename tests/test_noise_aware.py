@@ -100,6 +100,22 @@ def test_weights_without_the_channel_start_a_noise_aware_run_unchanged(tmp_path)
         init_from(build_rat(other), str(tmp_path / "aware.pt"), other)
 
 
+def test_noise_aware_2d_weights_start_a_noise_aware_2_5d_run_unchanged(tmp_path):
+    cfg = RATConfig(noise_ref=REF, input_detail=10.0, **SMALL)
+    flat = _model(noise_ref=REF, input_detail=10.0)
+    with torch.no_grad():  # a trained noise channel, which must keep its place (last)
+        flat.stem.weight[:, -1].normal_(0, 0.5)
+    save_checkpoint(tmp_path / "2d.pt", flat, cfg, meta={"task": "ct"})
+    ctx_cfg = replace(cfg, context_slices=1)
+    ctx = build_rat(ctx_cfg).eval()
+    init_from(ctx, str(tmp_path / "2d.pt"), ctx_cfg)
+    x, level = torch.rand(1, 1, 32, 32), torch.tensor([REF * 2])
+    stacked = torch.cat([torch.rand_like(x), x, torch.rand_like(x)], dim=1)
+    with torch.no_grad():
+        torch.testing.assert_close(ctx(stacked, None, level), flat(x, None, level),
+                                   rtol=1e-5, atol=1e-5)
+
+
 class _Recorder(torch.nn.Module):
     """Identity model that records the noise levels it is given."""
 

@@ -77,19 +77,19 @@ def init_from(model: torch.nn.Module, weights: str, expected: RATConfig) -> None
     ckpt = load_checkpoint(resolve_weights(weights))
     state = ckpt.state_dict
     # region_block changes which tokens attend to which, not the parameters
-    # and a noise-aware run may start from weights without the noise channel
     same = dataclasses.replace(ckpt.config, region_block=expected.region_block,
                                context_slices=expected.context_slices,
                                noise_ref=expected.noise_ref) == expected
-    if ckpt.config.noise_ref not in (0.0, expected.noise_ref):
-        same = False
-    if not same or ckpt.config.context_slices not in (0, expected.context_slices):
+    if (not same or ckpt.config.context_slices not in (0, expected.context_slices)
+            or ckpt.config.noise_ref not in (0.0, expected.noise_ref)):
         raise UsageError(f"init {weights}: its model settings differ from this run's "
                          f"({ckpt.config} vs {expected})")
+    w = state["stem.weight"]  # (C1, stem inputs, 3, 3), the noise channel last
+    noise = w[:, -1:] if ckpt.config.noise_ref else w.new_zeros(w.shape[0], 1, *w.shape[2:])
+    if ckpt.config.noise_ref:
+        state = {**state, "stem.weight": w[:, :-1]}
     if ckpt.config.context_slices != expected.context_slices:  # 2D -> 2.5D
         state = inflate_2d(state, expected)
-    if expected.noise_ref and not ckpt.config.noise_ref:  # a zero noise channel: same model
-        w = state["stem.weight"]
-        state = {**state, "stem.weight": torch.cat([w, w.new_zeros(w.shape[0], 1,
-                                                                    *w.shape[2:])], 1)}
+    if expected.noise_ref:  # the weights' own noise channel, else zeros: the same model
+        state = {**state, "stem.weight": torch.cat([state["stem.weight"], noise], 1)}
     model.load_state_dict({k: v.float() for k, v in state.items()})
